@@ -1,0 +1,138 @@
+"""The CAM network of Gondal et al. (ICIP 2017): o_O "net A" with a class-activation-map head.
+
+Written with Keras 3 layers and ``keras.ops`` only, so it trains under the TensorFlow and the JAX backends.
+The model has ONE input (the standardised image, float32 (S, S, 3)) and a dict of TWO named outputs:
+
+- ``probs`` (N, 2): softmax over [non-referable, referable];
+- ``cam``   (N, S/16, S/16): ``L = Σ_k w_k^referable · A_k`` computed inside the model from the same dense kernel
+  that produces the logits, so one forward pass (Keras, TFLite, LiteRT) yields both.
+
+Usage::
+
+    model = build_cam_model(input_size=512, width=1.0)
+    out = model(images)              # {"probs": (N, 2), "cam": (N, 32, 32)}
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+# DESIGN.md §2.1: (filters, kernel) per conv, a max-pool after each of the first four blocks.
+BLOCKS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((32, 5), (32, 3)),
+    ((64, 5), (64, 3), (64, 3)),
+    ((128, 3), (128, 3), (128, 3)),
+    ((256, 3), (256, 3), (256, 3)),
+    ((512, 3), (512, 3), (1024, 3)),  # the last conv is the new 1024-channel CAM layer (feature maps A_k)
+)
+FEATURE_STRIDE = 16  # four stride-2 max-pools: CAM cell i covers model pixels 16i..16i+15 (ARCHITECTURE.md)
+LEAKY_SLOPE = 0.01  # DESIGN.md §2.1: LeakyReLU(0.01)
+BN_MOMENTUM = 0.9  # Lasagne/o_O batch-norm running-average factor (alpha=0.1)
+BN_EPSILON = 1e-4  # Lasagne default
+CAM_CLASS = 1  # the CAM is computed for the referable class
+CLASS_NAMES = ("non-referable", "referable")
+PAPER_L2 = 5e-4  # DESIGN.md §2.2: L2 weight decay 0.0005
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+class CAMHead(layers.Layer):
+    """Global average pooling + dense softmax, plus the class activation map from the same dense kernel.
+
+    ``logits = mean_hw(A) @ W + b`` and ``cam = Σ_k W[k, cam_class] · A[..., k]`` (a 1x1 convolution that shares
+    ``W``, which TFLite runs as a builtin CONV_2D). Both outputs are float32 even under mixed precision.
+
+    Args:
+        num_classes: number of classes (2: non-referable, referable).
+        cam_class: index of the class whose CAM is returned.
+        kernel_regularizer: optional Keras regularizer for ``W`` (the paper's L2).
+
+    Example::
+
+        probs, cam = CAMHead()(features)   # features (N, h, w, C) -> (N, 2), (N, h, w)
+    """
+
+    def __init__(self, num_classes: int = 2, cam_class: int = CAM_CLASS, kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= cam_class < num_classes:
+            raise ValueError(f"cam_class must be in [0, {num_classes}), got {cam_class}")
+        self.num_classes = num_classes
+        self.cam_class = cam_class
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel", shape=(channels, self.num_classes), initializer="glorot_uniform",
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros")
+
+    def call(self, features):
+        pooled = ops.mean(features, axis=(1, 2))
+        logits = ops.matmul(pooled, self.kernel) + self.bias
+        probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        cam_kernel = ops.reshape(self.kernel[:, self.cam_class], (1, 1, -1, 1))
+        cam = ops.conv(features, cam_kernel, strides=1, padding="valid")
+        return probs, ops.cast(ops.squeeze(cam, axis=-1), "float32")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        return (batch, self.num_classes), (batch, height, width)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            cam_class=self.cam_class,
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config
+
+
+def scaled_filters(filters: int, width: float) -> int:
+    """Channels of a conv for a width multiplier (at least 1)."""
+    return max(1, int(round(filters * width)))
+
+
+def _conv_bn_act(x, filters: int, kernel: int, l2: float, name: str):
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=regularizer,
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
+
+
+def build_cam_model(input_size: int = 512, width: float = 1.0, name: str = "cam_net", l2: float = PAPER_L2) -> keras.Model:
+    """Build the CAM network of DESIGN.md §2.1.
+
+    Args:
+        input_size: side S of the square input in pixels; a multiple of 16 (512 in the paper, 256 for eyepacs_256).
+        width: channel multiplier (1.0 = the paper's 10.25 M-parameter net; 1/16 for tiny tests).
+        name: Keras model name.
+        l2: L2 penalty on conv and dense kernels (loss term ``l2 * Σ w²``); 0 disables it.
+
+    Returns:
+        A functional ``keras.Model`` with input ``image`` (N, S, S, 3) float32 and outputs
+        ``{"probs": (N, 2), "cam": (N, S/16, S/16)}``.
+    """
+    if input_size % FEATURE_STRIDE or input_size < FEATURE_STRIDE:
+        raise ValueError(f"input_size must be a positive multiple of {FEATURE_STRIDE}, got {input_size}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}")
+    image = keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="image")
+    x = image
+    for b, block in enumerate(BLOCKS, start=1):
+        for c, (filters, kernel) in enumerate(block, start=1):
+            x = _conv_bn_act(x, scaled_filters(filters, width), kernel, l2, name=f"block{b}_{c}")
+        if b < len(BLOCKS):
+            x = layers.MaxPooling2D(pool_size=3, strides=2, padding="same", name=f"block{b}_pool")(x)
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    probs, cam = CAMHead(num_classes=len(CLASS_NAMES), cam_class=CAM_CLASS, kernel_regularizer=regularizer,
+                         dtype="float32", name="cam_head")(x)
+    return keras.Model(inputs=image, outputs={"probs": probs, "cam": cam}, name=name)
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """A model from the same input to the feature maps A_k (the last conv block's activations)."""
+    return keras.Model(model.input, model.get_layer("cam_head").input)

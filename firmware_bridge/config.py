@@ -1,0 +1,84 @@
+"""Validated configuration of the microcontroller link; ``type`` picks the implementation (Frigate style).
+
+Example (YAML/JSON in the unit's config)::
+
+    link: {type: serial, url: /dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6614c-if00}
+
+All durations are seconds. No I/O happens here: the config only describes the link, ``open_link`` opens it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class LinkConfigError(ValueError):
+    """The microcontroller link configuration is invalid; ``str()`` is one sentence naming the bad field."""
+
+
+class NoneLinkConfig(BaseModel):
+    """No microcontroller fitted: the unit runs without button, LEDs, buzzer or flash control."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["none"] = "none"
+
+
+class FakeLinkConfig(BaseModel):
+    """An in-memory microcontroller that records calls (laptop demo, tests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["fake"] = "fake"
+    connected: bool = Field(True, description="whether the fake starts connected")
+
+
+class SerialLinkConfig(BaseModel):
+    """The real microcontroller on a serial port (USB CDC, UART, or any pyserial URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["serial"] = "serial"
+    url: str = Field(..., min_length=1, description="pyserial URL: /dev/ttyACM0, /dev/serial/by-id/..., loop://, "
+                                                     "socket://host:port")
+    baudrate: int = Field(115200, ge=1200, le=4_000_000, description="bits/s (ignored by USB CDC, used by UARTs)")
+    retry_timeout_s: float = Field(0.2, gt=0, le=10, description="wait for an ACK before resending a command")
+    max_retries: int = Field(4, ge=0, le=50, description="resends before a command is reported as failed")
+    handshake_timeout_s: float = Field(0.5, gt=0, le=10, description="wait for the HELLO reply before asking again")
+    heartbeat_interval_s: float = Field(0.5, gt=0, le=60, description="PING period while connected")
+    silence_timeout_s: float = Field(2.0, gt=0, le=300, description="no valid frame for this long = microcontroller "
+                                                                    "silent: report it and handshake again")
+    reconnect_interval_s: float = Field(1.0, gt=0, le=60, description="pause between attempts to reopen the port")
+    queue_size: int = Field(64, ge=1, le=4096, description="commands waiting to be sent; the oldest is dropped "
+                                                           "(and reported) when full")
+
+
+LinkConfig = Annotated[Union[NoneLinkConfig, FakeLinkConfig, SerialLinkConfig], Field(discriminator="type")]
+_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
+
+
+def parse_link_config(data: object) -> NoneLinkConfig | FakeLinkConfig | SerialLinkConfig:
+    """Validate a link config (a mapping, or an already-built config object).
+
+    Args:
+        data: e.g. ``{"type": "serial", "url": "/dev/ttyACM0"}``; ``None`` means ``{"type": "none"}``.
+
+    Returns:
+        The validated, frozen config object.
+
+    Raises:
+        LinkConfigError: one sentence naming the first bad field and what is allowed.
+    """
+    if data is None:
+        return NoneLinkConfig()
+    if isinstance(data, (NoneLinkConfig, FakeLinkConfig, SerialLinkConfig)):
+        return data
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        if loc and loc[0] in ("none", "fake", "serial"):  # pydantic prefixes the discriminator tag
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "type"
+        raise LinkConfigError(f"Microcontroller link config field '{where}' is invalid ({err['msg']}): "
+                              f"fix it in the unit config (type is one of none, fake, serial).") from None

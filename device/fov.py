@@ -1,0 +1,212 @@
+"""Finding the circular field of view (FOV) of a fundus photograph.
+
+The FOV is the bright disc of retina on a dark background. Real photographs make this harder than a threshold:
+the background is near-black JPEG noise rather than 0, circles are clipped at the top and bottom on some cameras
+(Kaggle 4752x3168, 3888x2592), burnt-in text sits in the margin, and some frames are almost filled by the disc.
+We threshold a small copy, keep the largest blob, and fit a circle to its boundary points that do *not* lie on the
+frame edge, so a clipped disc still yields its true centre and radius.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device.errors import BlankImageError, NotFundusError
+
+WORK_SIZE = 640  # long side of the working copy: 1500 px photos fit their FOV to about 2 px there (DiaretDB1 IoU >= 0.97)
+CORNER_FRACTION = 0.04  # corner patches used to estimate the background level
+MIN_CONTRAST = 12.0  # retina minus background, 8-bit: below this the photograph is blank (all black or flat)
+THRESHOLD_FRACTION = 0.05  # FOV threshold = background + this fraction of (retina - background); vignetted rims
+# of DiaretDB1 photos fall to ~15 levels on a ~130 retina, so the fraction must stay well below 0.1
+MIN_THRESHOLD_MARGIN = 5.0  # ... and at least this far above the background (JPEG noise is ~1-3 levels)
+NOISE_SIGMAS = 5.0  # ... and this many background noise sigmas (robust, from the corners' MAD)
+MIN_RADIUS_FRACTION = 0.2  # a FOV smaller than this fraction of the short side is not a usable fundus photograph
+MIN_FILL = 0.85  # fraction of the fitted disc (inside the frame) that the bright blob must cover
+MIN_ARC_DEGREES = 100.0  # the unclipped boundary must span this much of the circle to trust a fit
+EDGE_MARGIN_PX = 2  # working-copy pixels from the frame edge that count as "clipped by the frame"
+# The rim is a soft transition 4-8 px wide at 1500 px (measured on DiaretDB1 and the Kaggle originals); its
+# half-dark pixels are neither retina nor background, so the FOV is pulled in by this fraction of the radius.
+RIM_EROSION_FRACTION = 0.006
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """A circular field of view in original-photograph pixel coordinates (pixel centres at integers).
+
+    Attributes:
+        cx, cy: centre (may lie outside the frame for strongly clipped discs).
+        radius: radius in pixels.
+        image_shape: (H, W) of the photograph.
+        clipped: True when the disc is cut by the frame or by a straight aperture edge.
+        bounds: (left, top, right, bottom) pixel-edge coordinates of the visible retina; a disc clipped by the
+            camera's rectangular aperture is cut along these lines.
+    """
+
+    cx: float
+    cy: float
+    radius: float
+    image_shape: tuple[int, int]
+    clipped: bool
+    bounds: tuple[float, float, float, float]
+
+    def mask(self) -> np.ndarray:
+        """Boolean (H, W) mask of the visible disc."""
+        return self.mask_in(self.image_shape, 0.0, 0.0, 1.0)
+
+    def mask_in(self, shape: tuple[int, int], x0: float, y0: float, scale: float) -> np.ndarray:
+        """The FOV mask on a grid whose pixel edges are ``x0 + u / scale`` (a crop resized by ``scale``)."""
+        cx = (self.cx + 0.5 - x0) * scale - 0.5
+        cy = (self.cy + 0.5 - y0) * scale - 0.5
+        mask = disc_mask(shape, cx, cy, self.radius * scale)
+        left, top, right, bottom = ((b - o) * scale for b, o in zip(self.bounds, (x0, y0, x0, y0)))
+        cols = np.arange(shape[1]) + 0.5
+        rows = np.arange(shape[0]) + 0.5
+        mask &= ((rows >= top) & (rows <= bottom))[:, None]
+        mask &= ((cols >= left) & (cols <= right))[None, :]
+        return mask
+
+
+def disc_mask(shape: tuple[int, int], cx: float, cy: float, radius: float) -> np.ndarray:
+    """Boolean mask of the pixels whose centres lie inside the circle (cx, cy, radius)."""
+    h, w = shape
+    ys = (np.arange(h, dtype=np.float32) - cy) ** 2
+    xs = (np.arange(w, dtype=np.float32) - cx) ** 2
+    return (ys[:, None] + xs[None, :]) <= radius * radius
+
+
+def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
+    """Locate the circular field of view.
+
+    Args:
+        rgb: uint8 RGB photograph (H, W, 3).
+        label: how to name the image in error messages.
+
+    Returns:
+        The fitted FieldOfView, in original pixels.
+
+    Raises:
+        BlankImageError: the photograph is black or flat.
+        NotFundusError: no round, bright field of view on a dark background was found.
+    """
+    h, w = rgb.shape[:2]
+    scale = min(1.0, WORK_SIZE / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    # Brightest channel: red dominates fundus photos, but grey and red-free photos must work too.
+    value = cv2.medianBlur(small.max(axis=2), 5).astype(np.float32)
+    sh, sw = value.shape
+
+    background, noise, retina = _levels(value)
+    if retina - background < MIN_CONTRAST:
+        if retina < MIN_CONTRAST:
+            raise BlankImageError(f"{_cap(label)} is almost completely black; check the flash and retake it.")
+        raise BlankImageError(f"{_cap(label)} shows no detail (a flat, uniform picture); retake it with the retina in view.")
+    threshold = background + max(MIN_THRESHOLD_MARGIN, NOISE_SIGMAS * noise, THRESHOLD_FRACTION * (retina - background))
+    blob = _largest_blob(value > threshold)
+    if blob is None:
+        raise NotFundusError(f"No retina was found in {label}; retake it with the eye centred in the frame.")
+
+    points = _free_boundary_points(blob)
+    cx, cy, r = _fit_circle(points, label)
+    fitted = disc_mask((sh, sw), cx, cy, r)
+    fill = np.count_nonzero(blob & fitted) / max(1, np.count_nonzero(fitted))
+    spill = np.count_nonzero(blob & ~fitted) / max(1, np.count_nonzero(blob))
+    if r < MIN_RADIUS_FRACTION * min(sh, sw) or fill < MIN_FILL or spill > 1 - MIN_FILL:
+        raise NotFundusError(
+            f"{_cap(label)} does not look like a fundus photograph (no round field of view on a dark background); "
+            "retake it with the eye centred in the frame."
+        )
+    if np.count_nonzero(~fitted) < 0.02 * sh * sw:
+        raise NotFundusError(
+            f"{_cap(label)} has no dark border around the retina, so it does not look like a fundus photograph; "
+            "retake it with the whole field of view in the frame."
+        )
+    rows = np.flatnonzero(blob.any(axis=1))
+    cols = np.flatnonzero(blob.any(axis=0))
+    # Pixel-edge bounds of the blob; they only cut the disc where an aperture or the frame clips it.
+    bounds = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    clipped = bounds[1] > cy - r + 2 or bounds[3] < cy + r - 2 or bounds[0] > cx - r + 2 or bounds[2] < cx + r - 2
+    inv = 1.0 / scale
+    rim = RIM_EROSION_FRACTION * r
+    bounds = (bounds[0] + rim, bounds[1] + rim, bounds[2] - rim, bounds[3] - rim)
+    # Working-copy pixel centres map to original centres through the half-pixel convention.
+    return FieldOfView(
+        cx=(cx + 0.5) * inv - 0.5, cy=(cy + 0.5) * inv - 0.5, radius=(r - rim) * inv, image_shape=(h, w),
+        clipped=bool(clipped), bounds=tuple(b * inv for b in bounds),
+    )
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _levels(value: np.ndarray) -> tuple[float, float, float]:
+    """Background level and noise (median and MAD of the four corners), retina level (75th percentile of the centre)."""
+    h, w = value.shape
+    ch, cw = max(2, int(h * CORNER_FRACTION)), max(2, int(w * CORNER_FRACTION))
+    corners = np.concatenate(
+        [value[:ch, :cw].ravel(), value[:ch, -cw:].ravel(), value[-ch:, :cw].ravel(), value[-ch:, -cw:].ravel()]
+    )
+    centre = value[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    background = float(np.median(corners))
+    noise = 1.4826 * float(np.median(np.abs(corners - background)))
+    return background, noise, float(np.percentile(centre, 75))
+
+
+def _largest_blob(binary: np.ndarray) -> np.ndarray | None:
+    """The largest connected bright region, holes filled (vessels, lesions and dark macula stay inside)."""
+    binary = cv2.morphologyEx(binary.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return None
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    blob = (labels == biggest).astype(np.uint8)
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(blob)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def _free_boundary_points(blob: np.ndarray) -> np.ndarray:
+    """Boundary points of the blob that are not on the frame edge: the real rim of the disc."""
+    contours, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    h, w = blob.shape
+    m = EDGE_MARGIN_PX
+    free = (pts[:, 0] > m) & (pts[:, 0] < w - 1 - m) & (pts[:, 1] > m) & (pts[:, 1] < h - 1 - m)
+    return pts[free]
+
+
+def _fit_circle(points: np.ndarray, label: str) -> tuple[float, float, float]:
+    """Least-squares circle (Kasa) refined twice without outliers (text or notches touching the rim)."""
+    not_round = NotFundusError(
+        f"{_cap(label)} has no round field of view (its rim is hidden or straight); retake it with the whole retina in view."
+    )
+    if len(points) < 20:
+        raise not_round
+    keep = np.ones(len(points), bool)
+    cx = cy = r = 0.0
+    for _ in range(3):
+        p = points[keep]
+        a = np.column_stack([2 * p[:, 0], 2 * p[:, 1], np.ones(len(p))])
+        b = (p**2).sum(axis=1)
+        sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+        cx, cy = sol[0], sol[1]
+        r = float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 0.0)))
+        resid = np.abs(np.hypot(points[:, 0] - cx, points[:, 1] - cy) - r)
+        keep = resid < max(2.0, 3.0 * np.median(resid[keep]) + 1.0)
+        if keep.sum() < 20:
+            raise not_round
+    angles = np.degrees(np.arctan2(points[keep, 1] - cy, points[keep, 0] - cx))
+    if _arc_coverage(angles) < MIN_ARC_DEGREES or r <= 0:
+        raise not_round
+    # Contour points sit on the outermost inside pixels; the rim is half a pixel further out.
+    return float(cx), float(cy), r + 0.5
+
+
+def _arc_coverage(angles_deg: np.ndarray) -> float:
+    """Degrees of the circle covered by boundary points, in 5-degree bins."""
+    bins = np.unique(((angles_deg + 180.0) // 5).astype(int))
+    return 5.0 * len(bins)

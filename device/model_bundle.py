@@ -1,0 +1,207 @@
+"""Load a model bundle (``models/<id>/``): check its card, its hash and its self-test, then run it.
+
+A bundle is ``model.tflite`` + ``model.json`` (validated by :mod:`device.model_card`) + ``selftest.npz``
+(synthetic images with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose card is
+invalid, whose model file does not match the card's sha256, whose tensors do not match the card, or whose
+self-test this runtime does not reproduce, each with a one-sentence :class:`device.errors.ModelError`.
+
+Usage::
+
+    bundle = load_bundle(default_model_dir())          # or any models/<id> folder
+    prediction = bundle.predict(preprocess(rgb, size=bundle.card.input.size).image)
+    prediction.prob_referable, prediction.cam           # float, float32 (S/16, S/16)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from device.errors import ModelError
+from device.model_card import CARD_FILE, ModelCard
+from device.runtime import LiteRTRuntime
+
+MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the id (folder name) of the unit's default bundle
+REEXPORT = "re-export it with `python -m trainer export`"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's model output.
+
+    Attributes:
+        prob_referable: softmax probability of the referable class, 0..1.
+        probs: float32 (2,) softmax over [non-referable, referable].
+        cam: float32 (S/16, S/16) class activation map of the card's CAM class, at feature resolution.
+    """
+
+    prob_referable: float
+    probs: np.ndarray
+    cam: np.ndarray
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_model_dir(models_root: str | Path | None = None) -> Path:
+    """The folder of the default bundle, named by the id in ``<models_root>/DEFAULT``.
+
+    Args:
+        models_root: folder holding the bundles (default: the repository's ``models/``).
+
+    Raises:
+        ModelError: ``DEFAULT`` is missing or empty, or names a folder that does not exist.
+    """
+    root = Path(models_root) if models_root is not None else MODELS_ROOT
+    marker = root / DEFAULT_FILE
+    try:
+        model_id = marker.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ModelError(f"No default model is designated ({marker} is missing); write a bundle id into it or "
+                         "pass a model folder explicitly.") from None
+    if not model_id or "/" in model_id or "\\" in model_id or model_id.startswith("."):
+        raise ModelError(f"{marker} must hold one bundle id (a folder name under {root}); fix the file.")
+    if not (root / model_id).is_dir():
+        raise ModelError(f"The default model '{model_id}' named in {marker} is not in {root}; restore the bundle "
+                         "or point DEFAULT at an existing one.")
+    return root / model_id
+
+
+def read_card(folder: Path) -> ModelCard:
+    """Parse and validate ``model.json`` in ``folder``.
+
+    Raises:
+        ModelError: the card is missing, is not JSON, or does not match the schema (first problem named).
+    """
+    path = folder / CARD_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise ModelError(f"The model card {path} is missing; {REEXPORT}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"The model card {path} is not valid JSON (line {exc.lineno}); {REEXPORT}.") from None
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "(card)"
+        problem = "is missing" if error["type"] == "missing" else f"is invalid ({error['msg']})"
+        raise ModelError(f"The model card {path} is invalid: field '{where}' {problem}; {REEXPORT}.") from None
+
+
+def _check_tensors(card: ModelCard, runtime: LiteRTRuntime, folder: Path) -> None:
+    spec = runtime.input
+    if spec.shape != card.input.shape or spec.dtype.name != card.input.dtype:
+        raise ModelError(f"The model in {folder} takes {spec.dtype.name} {spec.shape} but its card says "
+                         f"{card.input.dtype} {card.input.shape}; {REEXPORT}.")
+    for out in card.outputs:
+        tensor = runtime.output(out.name)
+        if tensor.shape != out.shape:
+            raise ModelError(f"The model output '{out.name}' in {folder} has shape {tensor.shape} but its card says "
+                             f"{out.shape}; {REEXPORT}.")
+
+
+class ModelBundle:
+    """A checked bundle with its runtime (created once). Build it with :func:`load_bundle`."""
+
+    def __init__(self, folder: Path, card: ModelCard, runtime: LiteRTRuntime):
+        self.folder = folder
+        self.card = card
+        self.runtime = runtime
+
+    @property
+    def id(self) -> str:
+        """The model id (for results and the audit trail)."""
+        return self.card.id
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Run one standardised image.
+
+        Args:
+            image: float32 (S, S, 3), ``device.preprocess.preprocess(...).image`` at ``card.input.size``.
+
+        Returns:
+            :class:`Prediction` (the runtime quantises int8 inputs itself).
+        """
+        out = self.runtime.run(image)
+        probs = out["probs"].reshape(2)
+        return Prediction(float(probs[1]), probs, out["cam"])
+
+    def selftest(self) -> dict[str, float]:
+        """Re-run the bundled synthetic images and compare with the outputs recorded at export.
+
+        Returns:
+            ``{"prob_max_abs_diff", "cam_max_rel_diff"}`` measured now.
+
+        Raises:
+            ModelError: the self-test file is missing or altered, or an output differs beyond the card's tolerance.
+        """
+        spec = self.card.selftest
+        path = self.folder / spec.file
+        if not path.is_file():
+            raise ModelError(f"The self-test file {path} is missing; restore the bundle or {REEXPORT}.")
+        if sha256_file(path) != spec.sha256:
+            raise ModelError(f"The self-test file {path} does not match the sha256 in its card; restore the bundle "
+                             f"or {REEXPORT}.")
+        with np.load(path) as data:
+            images, probs, cams = data["images"], data["probs"], data["cam"]
+        prob_diff, cam_diff = 0.0, 0.0
+        for image, want_probs, want_cam in zip(images, probs, cams):
+            got = self.predict(image)
+            prob_diff = max(prob_diff, float(np.abs(got.probs - want_probs).max()))
+            cam_range = float(want_cam.max() - want_cam.min()) or 1.0
+            cam_diff = max(cam_diff, float(np.abs(got.cam - want_cam).max()) / cam_range)
+        if prob_diff > spec.prob_atol or cam_diff > spec.cam_rtol:
+            raise ModelError(f"The model self-test failed on this machine ({self.runtime.backend}: probability "
+                             f"differs by {prob_diff:.4f}, limit {spec.prob_atol}; CAM by {cam_diff:.1%} of its "
+                             f"range, limit {spec.cam_rtol:.0%}); do not screen with it and reinstall the runtime.")
+        return {"prob_max_abs_diff": prob_diff, "cam_max_rel_diff": cam_diff}
+
+
+def load_bundle(path: str | Path, run_selftest: bool = True, num_threads: int | None = None,
+                backend: str | None = None) -> ModelBundle:
+    """Load and check a model bundle.
+
+    Args:
+        path: the bundle folder (``models/<id>``).
+        run_selftest: re-run the bundled self-test images (recommended at start-up; about one inference each).
+        num_threads: interpreter CPU threads (None: runtime default).
+        backend: force a runtime module (see ``device.runtime.BACKENDS``).
+
+    Returns:
+        A :class:`ModelBundle` ready to :meth:`~ModelBundle.predict`.
+
+    Raises:
+        ModelError: missing folder or file, invalid card, hash mismatch, tensors that disagree with the card,
+            self-test mismatch, or no runtime installed — one sentence saying what to do.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelError(f"The model folder {folder} does not exist; check the path or copy the bundle there.")
+    card = read_card(folder)
+    model_path = folder / card.file
+    if not model_path.is_file():
+        raise ModelError(f"The model file {model_path} is missing; restore the bundle or {REEXPORT}.")
+    if sha256_file(model_path) != card.sha256:
+        raise ModelError(f"The model file {model_path} does not match the sha256 in its card (corrupted or "
+                         f"tampered); restore the bundle or {REEXPORT}.")
+    runtime = LiteRTRuntime(model_path, num_threads=num_threads, signature=card.signature, backend=backend)
+    _check_tensors(card, runtime, folder)
+    bundle = ModelBundle(folder, card, runtime)
+    if run_selftest:
+        bundle.selftest()
+    return bundle

@@ -1,0 +1,181 @@
+"""The model card (``model.json``): the contract between an exported model and the unit.
+
+One pydantic schema, used by ``trainer export`` to write the card and by the unit to check it before it runs a
+model. Unknown keys are rejected everywhere (``extra="forbid"``), so a typo in a hand-edited card is an error, not
+a silently ignored field.
+
+Usage::
+
+    card = ModelCard.model_validate_json(Path("models/<id>/model.json").read_text())
+    card.input.size, card.decision_threshold, card.output("cam").shape
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.tflite"
+CARD_FILE = "model.json"
+SELFTEST_FILE = "selftest.npz"
+SIGNATURE_KEY = "serving_default"  # the serving signature written by trainer export
+OUTPUT_NAMES = ("probs", "cam")  # ARCHITECTURE.md "Model contract": outputs are found by these names
+CLASS_NAMES = ("non-referable", "referable")
+PAPER_REGION_THRESHOLD = 0.65  # DESIGN.md §2.3 (Gondal et al. §3.2): threshold on the [0, 1]-normalised CAM
+NOTICE = (
+    "Research tool, not a medical device: results must not be used for diagnosis or treatment decisions; "
+    "every screening result needs review by a qualified grader."
+)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Quantisation(_Strict):
+    """Affine quantisation of one tensor: ``real = scale * (q - zero_point)``."""
+
+    scale: float = Field(gt=0, description="Real value of one quantisation step.")
+    zero_point: int = Field(ge=-128, le=255, description="Integer that represents real 0.")
+
+
+class InputSpec(_Strict):
+    """The model's single input: one standardised RGB image."""
+
+    name: str = Field("image", description="Input name in the serving signature.")
+    size: int = Field(ge=16, le=4096, description="Side S of the square input, pixels; a multiple of 16.")
+    shape: tuple[int, int, int, int] = Field(description="Tensor shape (1, S, S, 3).")
+    dtype: Literal["float32", "int8", "uint8"] = Field(description="Tensor dtype inside model.tflite.")
+    colour_order: Literal["RGB"] = "RGB"
+    normalisation: Literal["per_image_fov_standardisation"] = Field(
+        "per_image_fov_standardisation",
+        description="device.preprocess.standardise: (x - mean) / std over the field of view, 0 outside it.",
+    )
+    quantisation: Quantisation | None = Field(None, description="Present when dtype is int8/uint8.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "InputSpec":
+        if self.size % 16:
+            raise ValueError(f"size must be a multiple of 16, got {self.size}")
+        if self.shape != (1, self.size, self.size, 3):
+            raise ValueError(f"shape must be (1, {self.size}, {self.size}, 3), got {self.shape}")
+        if (self.dtype != "float32") != (self.quantisation is not None):
+            raise ValueError("quantisation must be given exactly when dtype is int8 or uint8")
+        return self
+
+
+class OutputSpec(_Strict):
+    """One named output of the serving signature."""
+
+    name: Literal["probs", "cam"]
+    shape: tuple[int, ...] = Field(description="Tensor shape including the batch of 1.")
+    dtype: Literal["float32", "int8", "uint8"]
+    quantisation: Quantisation | None = None
+    description: str = ""
+
+
+class Thresholds(_Strict):
+    """How the decision threshold was chosen (it is applied to the referable probability)."""
+
+    method: Literal["youden_j", "sensitivity_target", "fixed"]
+    split: str = Field(description="Data the threshold was chosen on, e.g. 'validation'.")
+    target_sensitivity: float | None = Field(None, ge=0, le=1)
+    sensitivity: float | None = Field(None, ge=0, le=1, description="At the threshold on that split.")
+    specificity: float | None = Field(None, ge=0, le=1, description="At the threshold on that split.")
+    n_images: int = Field(ge=0)
+
+
+class TrainingData(_Strict):
+    """What the model was trained on (counts only; never any image or file name)."""
+
+    dataset: str = Field(description="e.g. 'EyePACS/Kaggle 2015 subset (eyepacs_256)', 'synthetic'.")
+    image_size: int = Field(ge=16)
+    n_train: int = Field(ge=0)
+    n_validation: int = Field(ge=0)
+    n_train_referable: int | None = Field(None, ge=0)
+    n_validation_referable: int | None = Field(None, ge=0)
+    referable_definition: str = "Kaggle DR level >= 2"
+    licence: str = Field(description="Terms of the training data, e.g. 'non-commercial research, no redistribution'.")
+    notes: str = ""
+
+
+class RepresentativeData(_Strict):
+    """Calibration data of an int8 export."""
+
+    source: Literal["training_cache", "synthetic"]
+    n_images: int = Field(ge=1)
+    split: str | None = None
+
+
+class SelfTest(_Strict):
+    """Synthetic images with the outputs this model produced at export; checked by the unit at start-up."""
+
+    file: str = SELFTEST_FILE
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    n_images: int = Field(ge=1)
+    prob_atol: float = Field(gt=0, le=1, description="Max |prob difference| allowed.")
+    cam_rtol: float = Field(gt=0, le=1, description="Max |CAM difference| allowed, as a fraction of the CAM range.")
+
+
+class ModelCard(_Strict):
+    """``model.json``: everything the unit needs to run, trust and explain a model."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Folder name under models/.")
+    format: Literal["float16", "int8"]
+    file: str = MODEL_FILE
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of model.tflite (hex).")
+    signature: str = SIGNATURE_KEY
+    input: InputSpec
+    outputs: tuple[OutputSpec, ...]
+    class_names: tuple[str, str] = CLASS_NAMES
+    cam_class: int = Field(ge=0, le=1, description="Index of the class whose CAM the 'cam' output is.")
+    cam_stride: int = Field(16, description="Model pixels per CAM cell (cell i covers 16i..16i+15).")
+    decision_threshold: float = Field(gt=0, lt=1, description="Referable when prob_referable >= this.")
+    threshold: Thresholds
+    region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: 0.65).")
+    training_data: TrainingData
+    representative_data: RepresentativeData | None = None
+    metrics: dict[str, float | int | str | None] = Field(description="Evaluation metrics, key -> value.")
+    parity: dict[str, float | int | str | bool | None] = Field(description="Summary of parity_report.json.")
+    selftest: SelfTest
+    code_version: str = Field(min_length=1)
+    created: datetime
+    source: str = Field(description="What was exported (checkpoint / run name), no private paths required.")
+    licence: str = Field(description="Licence of the model weights and of this bundle.")
+    intended_use: str = NOTICE
+
+    @field_validator("outputs")
+    @classmethod
+    def _names(cls, outputs: tuple[OutputSpec, ...]) -> tuple[OutputSpec, ...]:
+        names = sorted(o.name for o in outputs)
+        if names != sorted(OUTPUT_NAMES):
+            raise ValueError(f"outputs must be exactly {list(OUTPUT_NAMES)}, got {names}")
+        return outputs
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ModelCard":
+        cells = self.input.size // self.cam_stride
+        if self.output("probs").shape != (1, 2):
+            raise ValueError(f"output 'probs' must have shape (1, 2), got {self.output('probs').shape}")
+        if self.output("cam").shape != (1, cells, cells):
+            raise ValueError(f"output 'cam' must have shape (1, {cells}, {cells}), got {self.output('cam').shape}")
+        if (self.format == "int8") != (self.input.dtype != "float32"):
+            raise ValueError("an int8 model must have an integer input and a float16 model a float32 input")
+        return self
+
+    def output(self, name: str) -> OutputSpec:
+        """The output spec called ``name`` ('probs' or 'cam')."""
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def cam_size(self) -> int:
+        """Side of the CAM in cells (input size / 16)."""
+        return self.input.size // self.cam_stride

@@ -37,6 +37,60 @@ def prepare_cmd(source: str, out: str, size: int, workers: int, labels: str | No
         raise click.ClickException(str(exc)) from exc
 
 
+@cli.command("train")
+@click.option("--preset", default="paper", show_default=True, help="Packaged preset: paper, improved or tiny.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file merged over the preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set width=0.25 --set data.path=../shared/data/eyepacs_256.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder with its frozen config.")
+@click.option("--check-config", is_flag=True, help="Validate and print the config, then exit.")
+def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], run_dir: str | None,
+              resume_dir: str | None, check_config: bool) -> None:
+    """Train the CAM network (see docs/training.md); a checkpoint every epoch, --resume after a crash."""
+    from device.errors import ScreeningError
+    from trainer.train_config import load_train_config
+
+    try:
+        if resume_dir:
+            from trainer.train import load_run_config
+
+            config = load_run_config(resume_dir)
+        else:
+            config = load_train_config(preset, config_path, list(overrides))
+        if check_config:
+            click.echo(config.model_dump_json(indent=2))
+            return
+        from trainer.train import train
+
+        summary = train(config, resume_dir or run_dir or f"runs/{config.name}", resume=bool(resume_dir))
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"best validation AUC {summary['best_val_auc']:.4f} at epoch {summary['best_epoch']} "
+               f"({summary['epochs_done']} epochs); run folder {resume_dir or run_dir or 'runs/' + config.name}")
+
+
+@cli.command("synth")
+@click.option("--kaggle", "kaggle_out", type=click.Path(file_okay=False), help="Write a Kaggle-layout folder here.")
+@click.option("--diaretdb1", "diaretdb1_out", type=click.Path(file_okay=False), help="Write a DiaretDB1-v1.1-layout folder here.")
+@click.option("-n", "n", default=20, show_default=True, type=click.IntRange(1), help="Patients (Kaggle, two eyes each) or images (DiaretDB1).")
+@click.option("--size", type=click.IntRange(64, 8192), help="Kaggle: photograph height (default 512); DiaretDB1: frame width (default 1500).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Folder seed (same seed, same files).")
+def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: int | None, seed: int) -> None:
+    """Write synthetic fundus photographs with exact lesion ground truth (see docs/synthetic.md)."""
+    from trainer.synthetic import write_diaretdb1_folder, write_kaggle_folder
+
+    if not kaggle_out and not diaretdb1_out:
+        raise click.UsageError("Give --kaggle OUT and/or --diaretdb1 OUT to say which layout to write.")
+    if kaggle_out:
+        rows = write_kaggle_folder(kaggle_out, n_patients=n, size=size or 512, seed=seed, progress=True)
+        click.echo(f"wrote {len(rows)} Kaggle-layout images to {kaggle_out}")
+    if diaretdb1_out:
+        width = size or 1500
+        ids = write_diaretdb1_folder(diaretdb1_out, n_images=max(2, n), width=width,
+                                     height=int(round(width * 1152 / 1500)), seed=seed, progress=True)
+        click.echo(f"wrote {len(ids)} DiaretDB1-layout images to {diaretdb1_out}")
+
+
 def main() -> None:
     """Entry point of ``python -m trainer``."""
     cli()

@@ -1,0 +1,200 @@
+"""Input pipeline: labelled crops from a training cache or an image folder -> standardised, class-weighted batches.
+
+Backend-neutral (numpy + OpenCV in background threads through ``keras.utils.PyDataset``), so the same code feeds
+TensorFlow and JAX. Augmentation is not done here but on the accelerator (:mod:`trainer.augment`). The shuffle
+order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the batches the killed run would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from device.errors import ConfigError, ImageError
+from device.imageio import load_image
+from device.preprocess import preprocess, standardise
+from trainer.train_config import DataConfig
+
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (uint8 (n,S,S,3), bool (n,S,S))
+
+
+@dataclass
+class ImageSet:
+    """Labelled crops of one dataset with their patient-level split.
+
+    Attributes:
+        ids, patients: str arrays (N,).
+        levels: int arrays (N,) of grades 0-4; labels: 1 = referable, 0 = not.
+        splits: str array (N,) of ``"train"``/``"val"``.
+        read: indices -> (uint8 crops (n, S, S, 3), bool FOV masks (n, S, S)).
+        size: crop side in pixels.
+        source: human-readable origin (cache path or folder).
+        skipped: ``(image id, reason)`` of images that could not be used.
+    """
+
+    ids: np.ndarray
+    patients: np.ndarray
+    levels: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    read: Reader
+    size: int
+    source: str
+    skipped: list[tuple[str, str]]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Positions of the images of one split."""
+        return np.flatnonzero(self.splits == split)
+
+    def summary(self) -> dict:
+        """Counts per split (images, patients, referable) for the run folder."""
+        out: dict = {"source": self.source, "size_px": self.size, "skipped": len(self.skipped),
+                     "skipped_examples": [f"{i}: {r}" for i, r in self.skipped[:10]]}
+        for split in ("train", "val"):
+            idx = self.indices(split)
+            out[split] = {"images": int(idx.size), "patients": int(np.unique(self.patients[idx]).size),
+                          "referable": int(self.labels[idx].sum()),
+                          "levels": {str(k): int((self.levels[idx] == k).sum()) for k in range(5)}}
+        return out
+
+
+def _preprocess_one(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    pre = preprocess(load_image(path), size=size, label=path.name)
+    return pre.rgb, pre.fov_mask
+
+
+def load_folder(cfg: DataConfig, size: int, workers: int = 2) -> ImageSet:
+    """Read an EyePACS-style folder, crop every photograph to its FOV at ``size`` px and keep it in memory.
+
+    Unreadable or non-fundus images are skipped and listed (DESIGN.md §2.2: never crash on them).
+    """
+    from trainer.data.eyepacs import EyePACSDataset, split_by_patient
+
+    dataset = EyePACSDataset.read(cfg.path)
+    images = list(dataset.images)
+    if cfg.max_images:
+        images = images[: cfg.max_images]
+    split = split_by_patient(images, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+    rgb = np.zeros((len(images), size, size, 3), np.uint8)
+    masks = np.zeros((len(images), size, size), bool)
+    keep, skipped = [], []
+
+    def work(i: int):
+        try:
+            rgb[i], masks[i] = _preprocess_one(images[i].path, size)
+            return None
+        except ImageError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, err in enumerate(pool.map(work, range(len(images)))):
+            (skipped.append((images[i].image_id, err)) if err else keep.append(i))
+    keep = np.asarray(keep, int)
+    rgb, masks = rgb[keep], masks[keep]
+    kept = [images[i] for i in keep]
+    return ImageSet(
+        ids=np.array([im.image_id for im in kept]), patients=np.array([im.patient for im in kept]),
+        levels=np.array([im.level for im in kept], int), labels=np.array([im.label for im in kept], int),
+        splits=np.array([split[im.image_id] for im in kept]), read=lambda idx: (rgb[idx], masks[idx]),
+        size=size, source=str(Path(cfg.path)), skipped=skipped,
+    )
+
+
+def load_cache(cfg: DataConfig, size: int) -> ImageSet:
+    """Open a training cache built by ``python -m trainer prepare`` (its own split and crop size)."""
+    from trainer.cache import TrainingCache
+
+    cache = TrainingCache.open(cfg.path)
+    if cache.size != size:
+        raise ConfigError(f"The cache {cfg.path} holds {cache.size} px crops but input_size is {size}; "
+                          f"set input_size = {cache.size} or prepare a {size} px cache.")
+    records = [r for split in ("train", "val") for r in cache.records(split)]
+    if cfg.max_images:
+        records = records[: cfg.max_images]
+    ids = np.array([r.image_id for r in records])
+
+    def read(idx: np.ndarray):
+        return cache.read_many([str(i) for i in ids[np.asarray(idx)]], workers=max(1, cfg.workers))
+
+    return ImageSet(
+        ids=ids, patients=np.array([r.patient for r in records]), levels=np.array([r.level for r in records], int),
+        labels=np.array([r.label for r in records], int), splits=np.array([r.split for r in records]),
+        read=read, size=size, source=str(Path(cfg.path)), skipped=[],
+    )
+
+
+def load_images(cfg: DataConfig, size: int) -> ImageSet:
+    """The dataset a config names; raises ConfigError when a split is empty."""
+    images = load_cache(cfg, size) if cfg.source == "cache" else load_folder(cfg, size)
+    for split in ("train", "val"):
+        if images.indices(split).size == 0:
+            raise ConfigError(f"The {split} split of {images.source} is empty; use more images or change "
+                              "data.val_fraction.")
+    return images
+
+
+def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
+    """Per-class loss weights: ``N / (2 N_c)`` for ``balanced`` (mean weight 1), ones for ``none``."""
+    if mode == "none":
+        return np.ones(2, np.float32)
+    counts = np.bincount(labels.astype(int), minlength=2).astype(np.float64)
+    return (labels.size / (2.0 * np.maximum(counts, 1.0))).astype(np.float32)
+
+
+class BatchSequence(keras.utils.PyDataset):
+    """Batches of (standardised images, labels, sample weights) for ``fit``, or images only for ``predict``.
+
+    Args:
+        images: the dataset.
+        indices: the positions to serve (a split).
+        batch_size: images per batch; training drops the last incomplete batch (fixed shapes, one compile).
+        normalisation: ``device.preprocess.standardise`` method.
+        weights: per-class loss weights, or None for an evaluation sequence (no labels returned).
+        shuffle_seed: None = fixed order; otherwise epoch ``e`` uses permutation ``rng(seed, e)``.
+        workers: background threads (0 = in the training loop).
+        first_epoch: epoch whose shuffle order is served first (a resumed run starts where it stopped).
+        hflip: serve the images flipped left-right (flip test-time augmentation).
+    """
+
+    def __init__(self, images: ImageSet, indices: np.ndarray, batch_size: int, normalisation: str = "per_image",
+                 weights: np.ndarray | None = None, shuffle_seed: int | None = None, workers: int = 0,
+                 first_epoch: int = 0, hflip: bool = False):
+        super().__init__(workers=max(1, workers), use_multiprocessing=False, max_queue_size=max(2, 2 * workers))
+        self.images, self.indices, self.batch_size = images, np.asarray(indices), batch_size
+        self.normalisation, self.weights, self.shuffle_seed = normalisation, weights, shuffle_seed
+        self.epoch, self.hflip = first_epoch, hflip
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        if self.shuffle_seed is None:
+            return self.indices
+        return np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve the shuffle order of ``epoch`` (used when a run resumes)."""
+        self.epoch = epoch
+        self._order = self._permutation()
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return max(1, n // self.batch_size if self.weights is not None else math.ceil(n / self.batch_size))
+
+    def __getitem__(self, batch: int):
+        idx = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        rgb, masks = self.images.read(idx)
+        x = standardise(np.asarray(rgb), np.asarray(masks), self.normalisation)
+        if self.hflip:
+            x = np.ascontiguousarray(x[:, :, ::-1])
+        if self.weights is None:
+            return (x,)
+        y = self.images.labels[idx].astype(np.int32)
+        return x, y, self.weights[y]
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)

@@ -1,0 +1,220 @@
+"""``python -m trainer train``: train the CAM network with the paper's recipe (or a preset), resumable.
+
+Usage::
+
+    from trainer.train import train, load_run_model
+    from trainer.train_config import load_train_config
+
+    summary = train(load_train_config("paper", overrides=["input_size=256", "width=0.25"]), "runs/paper256")
+    model = load_run_model("runs/paper256")       # best epoch, {"probs", "cam"} outputs, float32
+
+The run folder layout is documented in :mod:`trainer.run_folder` and docs/training.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from device.errors import ConfigError
+from trainer.augment import FundusAugment
+from trainer.checkpoint import TrainingCheckpoint
+from trainer.distribute import setup_runtime
+from trainer.input_pipeline import BatchSequence, class_weights, load_images
+from trainer.model import build_cam_model
+from trainer.run_folder import RunFolder
+from trainer.train_callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd
+from trainer.train_config import TrainConfig, load_train_config
+
+CONFIG_NAME = "config.json"
+
+
+class TrainingModel(keras.Model):
+    """Augmentation (training only) followed by the CAM network; returns the class probabilities.
+
+    Args:
+        cam_model: the inference model from :func:`trainer.model.build_cam_model`.
+        augment: the augmentation layer, or None.
+    """
+
+    def __init__(self, cam_model: keras.Model, augment: keras.layers.Layer | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.cam_model = cam_model
+        self.augment = augment
+
+    def build(self, input_shape):
+        if self.augment is not None:
+            self.augment.build(input_shape)
+        self.cam_model.build(input_shape)
+        self.built = True
+
+    def call(self, images, training=False):
+        if training and self.augment is not None:
+            images = self.augment(images, training=True)
+        return self.cam_model(images, training=training)["probs"]
+
+
+def _lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    # DESIGN.md §2.2: lr decayed 1 % per epoch; keyed on the optimiser's iteration counter, so it resumes exactly.
+    return keras.optimizers.schedules.ExponentialDecay(
+        cfg.optimizer.learning_rate, decay_steps=steps_per_epoch, decay_rate=1.0 - cfg.optimizer.decay_per_epoch,
+        staircase=True)
+
+
+def _jit(cfg: TrainConfig, backend: str):
+    return {"on": True, "off": False}.get(cfg.jit_compile, "auto")
+
+
+def build_training(cfg: TrainConfig, steps_per_epoch: int) -> tuple[TrainingModel, keras.Model]:
+    """Build and compile the training model (call inside the runtime's scope)."""
+    keras.utils.set_random_seed(cfg.seed)
+    cam_model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)
+    aug = cfg.augment
+    augment = FundusAugment(aug.brightness, aug.contrast, aug.rotation_deg, aug.hflip, aug.vflip, seed=cfg.seed,
+                            dtype="float32", name="augment") if aug.enabled else None
+    model = TrainingModel(cam_model, augment, name="training_model")
+    optimizer = keras.optimizers.SGD(_lr_schedule(cfg, steps_per_epoch), momentum=cfg.optimizer.momentum,
+                                     nesterov=cfg.optimizer.nesterov)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"], jit_compile=_jit(cfg, keras.backend.backend()))
+    model(np.zeros((1, cfg.input_size, cfg.input_size, 3), np.float32))  # create the variables
+    return model, cam_model
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> RunFolder:
+    checkpoint = TrainingCheckpoint(run_dir)
+    if resume:
+        if not checkpoint.exists():
+            raise ConfigError(f"There is no checkpoint in {run_dir} to resume from; start the run without --resume.")
+        frozen = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+        if frozen != json.loads(cfg.model_dump_json()):
+            raise ConfigError(f"The config differs from the one {run_dir} was started with; resume with "
+                              f"--resume {run_dir} alone (its config.json is used).")
+    elif checkpoint.exists():
+        raise ConfigError(f"The run folder {run_dir} already holds a run; pass --resume to continue it or choose "
+                          "another run folder.")
+    run = RunFolder(run_dir)
+    if not resume:
+        run.write_json(CONFIG_NAME, json.loads(cfg.model_dump_json()))
+    return run
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: int | str = "auto",
+          callbacks: list[keras.callbacks.Callback] | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) one run and write its run folder.
+
+    Args:
+        cfg: validated config (see :mod:`trainer.train_config`).
+        run_dir: the run folder (created; must not hold another run unless ``resume``).
+        resume: continue from ``run_dir/checkpoint.npz`` (epoch, optimiser state, schedule, RNG, history).
+        verbose: Keras progress: ``"auto"`` = bar with ETA on a terminal, nothing else (the per-epoch line stays).
+        callbacks: extra Keras callbacks (appended after the run's own).
+        log: where the per-epoch lines go (default: stdout, flushed).
+
+    Returns:
+        The run summary (also written to ``run_dir/summary.json``).
+
+    Raises:
+        ConfigError: bad data folder/cache, run folder conflicts, device setup impossible.
+    """
+    log = log or (lambda line: print(line, flush=True))
+    run_dir = Path(run_dir)
+    run = _prepare_run_dir(cfg, run_dir, resume)
+    runtime = setup_runtime(cfg)
+    started = time.monotonic()
+    images = load_images(cfg.data, cfg.input_size)
+    data_summary = images.summary()
+    run.write_json("data.json", data_summary)
+    run.write_version(runtime.backend, runtime.devices, {"dtype_policy": runtime.dtype_policy,
+                                                         "data_parallel": runtime.data_parallel})
+    train_idx, val_idx = images.indices("train"), images.indices("val")
+    weights = class_weights(images.labels[train_idx], cfg.class_weight)
+    workers = cfg.data.workers
+    train_seq = BatchSequence(images, train_idx, cfg.batch_size, cfg.data.normalisation, weights,
+                              shuffle_seed=cfg.seed, workers=workers)
+    val_seqs = [BatchSequence(images, val_idx, cfg.batch_size, cfg.data.normalisation, workers=workers,
+                              hflip=flip) for flip in ((False, True) if cfg.tta_flip else (False,))]
+    steps = len(train_seq)
+    with runtime.scope:
+        model, cam_model = build_training(cfg, steps)
+        state = {"epochs_done": 0, "history": [], "best_auc": -1.0, "best_epoch": 0}
+        if resume:
+            state = TrainingCheckpoint(run_dir).restore(model, model.optimizer)
+            log(f"resuming {run_dir} after epoch {state['epochs_done']} (optimizer step "
+                f"{int(np.asarray(model.optimizer.iterations.numpy()))})")
+    train_seq.set_epoch(state["epochs_done"])
+    schedule = _lr_schedule(cfg, steps)
+    epoch_end = EpochEnd(run, cam_model, val_seqs, images.labels[val_idx], images.ids[val_idx], state,
+                         lambda e: float(np.asarray(schedule(e * steps))), cfg.epochs, cfg.early_stopping_patience,
+                         log)
+    own = [epoch_end]
+    if all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard")):
+        own.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False,
+                                               update_freq="epoch"))
+    else:
+        log("TensorBoard logs skipped: install tensorflow and tensorboard (pip install -e .[train]) to get them")
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 0
+    log(f"training {cfg.name}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.input_size} px, "
+        f"width {cfg.width}, {steps} steps/epoch, backend {runtime.backend} on {', '.join(runtime.devices)}, "
+        f"{runtime.dtype_policy}")
+    if state["epochs_done"] < cfg.epochs and not state.get("stopped_early"):
+        model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], verbose=verbose,
+                  callbacks=own + list(callbacks or []))
+    return _write_summary(run, cfg, state, data_summary, runtime, time.monotonic() - started)
+
+
+def _write_summary(run: RunFolder, cfg: TrainConfig, state: dict, data: dict, runtime, wall: float) -> dict:
+    finite = [h for h in state["history"] if np.isfinite(h["val_auc"])]
+    summary = {
+        "name": cfg.name, "best_val_auc": state["best_auc"], "best_epoch": state["best_epoch"],
+        "epochs_done": state["epochs_done"], "epochs_planned": cfg.epochs,
+        "stopped_early": bool(state.get("stopped_early", False)),
+        "last_val_auc": finite[-1]["val_auc"] if finite else None,
+        "train_seconds": round(state.get("train_seconds", 0.0), 1), "wall_seconds_this_session": round(wall, 1),
+        "input_size": cfg.input_size, "width": cfg.width, "normalisation": cfg.data.normalisation,
+        "tta_flip": cfg.tta_flip, "backend": runtime.backend, "devices": runtime.devices,
+        "data": {k: data[k] for k in ("source", "train", "val")},
+        "val_roc": state.get("best_roc"), "best_weights": BEST_WEIGHTS, "last_weights": LAST_WEIGHTS,
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The frozen config of a run folder."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_NAME}); give the folder `train` wrote.")
+    return load_train_config(preset=None, path=path)
+
+
+def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
+    """Rebuild a run's CAM model (float32) and load its ``best`` or ``last`` weights.
+
+    Returns:
+        The model of :func:`trainer.model.build_cam_model` with outputs ``{"probs", "cam"}``.
+
+    Raises:
+        ConfigError: not a run folder, or no weights of that kind yet.
+    """
+    cfg = load_run_config(run_dir)
+    weights = Path(run_dir) / {"best": BEST_WEIGHTS, "last": LAST_WEIGHTS}[which]
+    if not weights.is_file():
+        raise ConfigError(f"{run_dir} has no {weights.name} yet; wait for the first epoch to finish.")
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    model.load_weights(weights)
+    return model

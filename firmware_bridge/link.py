@@ -43,11 +43,13 @@ class Event:
         kind: one of ``EVENT_KINDS``.
         detail: a human-readable sentence (button id, firmware version, or what went wrong and what to do).
         time: wall-clock time of the event, seconds since the epoch (``time.time()``).
+        number: for button events, the microcontroller's event counter (0..65535, wraps); gaps mean lost events.
     """
 
     kind: str
     detail: str = ""
     time: float = field(default_factory=time.time)
+    number: int | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,51 @@
+"""Benchmark: synthetic fundus generation speed on one core (issue 2 target: >= 20 images/s at 512 px).
+
+Run: ``python bench/bench_synthetic.py [--n 60]``. Prints one table measured in this run: images/s per case and
+the ratio to the 20 images/s target.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, before numpy loads
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+
+from trainer.synthetic import generate_fundus  # noqa: E402
+
+TARGET_IMAGES_PER_S = 20.0  # issue 2, item 3
+
+
+def _rate(n: int, make) -> float:
+    make(0)  # warm-up
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        make(i)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=60, help="images per case")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    cases = {
+        "generate 512x512 (random grade)": lambda i: generate_fundus(i, size=512),
+        "generate 512x512, grade 4": lambda i: generate_fundus(i, size=512, grade=4),
+        "generate 512x512 + JPEG encode": lambda i: cv2.imencode(".jpg", generate_fundus(i, size=512).image),
+        "generate 1500x1152 (DiaretDB1 frame)": lambda i: generate_fundus(i, width=1500, height=1152),
+    }
+    print(f"{'case':40s} {'images/s':>9s} {'ratio to 20/s':>14s}")
+    for name, make in cases.items():
+        n = args.n if "1500" not in name else max(5, args.n // 6)
+        rate = _rate(n, make)
+        print(f"{name:40s} {rate:9.1f} {rate / TARGET_IMAGES_PER_S:14.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -200,9 +200,11 @@ def split_by_patient(
 ) -> dict[str, str]:
     """Assign ``"train"``/``"val"`` by patient, stratified by patient-level referable status.
 
-    Both eyes of a patient always land in the same split. A patient is referable when any eye is. Within each
-    stratum the patients are shuffled with ``seed`` and ``round(n * val_fraction)`` go to validation. Images that
-    already carry a split (the Kaggle test folder) keep it.
+    Both eyes of a patient always land in the same split. A patient is referable when any eye is.
+    ``round(patients * val_fraction)`` patients go to validation, shared between the referable and non-referable
+    strata in proportion (largest remainder, ties to the referable stratum so that validation has positives);
+    within each stratum the patients are shuffled with ``seed``. Images that already carry a split (the Kaggle
+    test folder) keep it.
 
     Args:
         images: the dataset's images.
@@ -222,17 +224,27 @@ def split_by_patient(
     for image in images:
         if image.split is None:
             patient_label[image.patient] = max(patient_label.get(image.patient, 0), image.label)
+    strata = {label: sorted(p for p, lab in patient_label.items() if lab == label) for label in (1, 0)}
     rng = np.random.default_rng(seed)
     val_patients: set[str] = set()
-    for stratum in (0, 1):
-        patients = sorted(p for p, label in patient_label.items() if label == stratum)
-        n_val = int(round(len(patients) * val_fraction))
-        order = rng.permutation(len(patients))
-        val_patients.update(patients[i] for i in order[:n_val])
+    for label, n_val in _allocate(strata, val_fraction).items():
+        order = rng.permutation(len(strata[label]))
+        val_patients.update(strata[label][i] for i in order[:n_val])
     for image in images:
         if image.split is None:
             split[image.image_id] = "val" if image.patient in val_patients else "train"
     return split
+
+
+def _allocate(strata: dict[int, list[str]], fraction: float) -> dict[int, int]:
+    """Validation patients per stratum: proportional shares of the rounded total (largest remainder method)."""
+    total = int(np.floor(sum(len(p) for p in strata.values()) * fraction + 0.5))
+    quotas = {label: len(patients) * fraction for label, patients in strata.items()}
+    counts = {label: int(np.floor(q)) for label, q in quotas.items()}
+    by_remainder = sorted(strata, key=lambda label: -(quotas[label] - counts[label]))  # stable: referable first on ties
+    for label in by_remainder[: total - sum(counts.values())]:
+        counts[label] += 1
+    return counts
 
 
 def _find_parts(

@@ -1,0 +1,55 @@
+"""Crash-safe file writing: temporary file in the same folder, fsync, ``os.replace``, fsync of the folder.
+
+After a power cut or SIGKILL a path holds either its old content or the complete new content, never a half file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Suffix of in-flight temporary files (ignored by git via "*.tmp"; swept by RecordStore.recover()).
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a directory so a rename inside it survives power loss (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically.
+
+    Args:
+        path: destination file; its folder is created if missing.
+        data: the complete file content.
+        fsync: flush the data and the folder to disk (turn off only for throwaway output).
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+    return path

@@ -1,0 +1,140 @@
+"""Screening one photograph, as pure functions between typed values (no state, no I/O).
+
+photograph (RGB uint8) → preprocess (FOV crop at the model's size) → quality gate → inference → regions →
+frozen :class:`device.result.ScreeningResult` with per-stage timings and the model id. Only the kiosk loop holds
+state (retakes, patients, records).
+
+    from device.pipeline import screen_frame
+    result = screen_frame(rgb, model, QualityGate())
+    result.verdict, result.probability, result.regions, result.timings_ms
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device.errors import BlankImageError, ModelError, NotFundusError
+from device.preprocess import CropGeometry, preprocess
+from device.quality import QualityGate
+from device.regions import propose_regions
+from device.result import Region, ScreeningResult, Verdict
+
+# Regions smaller than this many model pixels are CAM noise, not lesion candidates (a 2x2 patch at 512 px).
+MIN_REGION_AREA_PX = 4
+# At most this many regions are reported (strongest first), so the screen stays readable.
+MAX_REGIONS = 8
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model facts the pipeline uses (read from its card; nothing about the model is hard-coded)."""
+
+    id: str
+    input_size: int
+    decision_threshold: float
+    region_threshold: float
+
+
+def model_info(model) -> ModelInfo:
+    """Read id, input size and thresholds from ``model.card``.
+
+    Raises:
+        ModelError: the model has no usable card.
+    """
+    try:
+        card = model.card
+        return ModelInfo(str(card.id), int(card.input.size), float(card.decision_threshold),
+                         float(card.region_threshold))
+    except AttributeError as exc:
+        raise ModelError("The model has no valid card (model.json): re-export the model bundle.") from exc
+
+
+@dataclass(frozen=True)
+class HeatOverlay:
+    """The normalised CAM over the model's crop, and where that crop lies in the photograph."""
+
+    heat: np.ndarray  # float32 (S, S) in 0..1, 0 outside the field of view
+    geometry: CropGeometry
+
+    def on_photo(self, width: int, height: int) -> np.ndarray:
+        """The heat map resampled onto the photograph shown at ``width`` x ``height`` pixels (0..1 float32)."""
+        g = self.geometry
+        h0, w0 = g.image_shape
+        k = width / w0
+        scaled = CropGeometry(x0=g.x0 * k, y0=g.y0 * height / h0, side=g.side * k, size=g.size,
+                              image_shape=(height, width))
+        return scaled.map_to_original(self.heat, cv2.INTER_LINEAR)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the photograph",
+                 info: ModelInfo | None = None) -> ScreeningResult:
+    """Screen one photograph of one eye.
+
+    Args:
+        rgb: uint8 RGB photograph (H, W, 3).
+        model: a :class:`device.model_source.ScreeningModel` (bundle or fake).
+        gate: the quality gate.
+        label: names the photograph in error messages.
+        info: the model's card facts (computed from ``model`` when omitted).
+
+    Returns:
+        The frozen result. A photograph with no findable retina is ``ungradable`` with no probability; an
+        ungradable photograph whose retina was found still gets the model's probability (reported, not used).
+
+    Raises:
+        ImageTooSmallError: the photograph is below the minimum size (it cannot be screened at all).
+        ModelError: the model failed.
+    """
+    info = info or model_info(model)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    try:
+        pre = preprocess(rgb, size=info.input_size, label=label)
+    except (BlankImageError, NotFundusError) as err:
+        timings["preprocess"] = _ms(t)
+        report = QualityGate.report_for_error(err)
+        timings["total"] = timings["preprocess"]
+        return ScreeningResult(Verdict.UNGRADABLE, None, report, (), info.id, timings,
+                               threshold=info.decision_threshold)
+    timings["preprocess"] = _ms(t)
+
+    t = time.perf_counter()
+    report = gate.assess(rgb, pre)
+    timings["gate"] = _ms(t)
+
+    t = time.perf_counter()
+    prediction = model.predict(pre.image)
+    prob = float(prediction.prob_referable)
+    if not np.isfinite(prob) or not 0.0 <= prob <= 1.0:
+        raise ModelError(f"The model returned an invalid probability ({prob}): check the model bundle.")
+    timings["inference"] = _ms(t)
+
+    t = time.perf_counter()
+    if not report.gradable:
+        verdict = Verdict.UNGRADABLE
+    else:
+        verdict = Verdict.REFERABLE if prob >= info.decision_threshold else Verdict.NON_REFERABLE
+    size = info.input_size
+    proposals = propose_regions(np.asarray(prediction.cam, np.float32), size=(size, size),
+                                threshold=info.region_threshold, mask=pre.fov_mask, min_area=MIN_REGION_AREA_PX)
+    regions: tuple[Region, ...] = ()
+    if verdict is Verdict.REFERABLE:
+        boxes = []
+        for r in proposals.regions[:MAX_REGIONS]:
+            x, y, w, h = pre.geometry.box_to_original(r.x, r.y, r.w, r.h)
+            area = int(round(r.area / pre.geometry.scale ** 2))
+            boxes.append(Region(x, y, w, h, float(r.score), area))
+        regions = tuple(boxes)
+    heat = HeatOverlay(proposals.heat, pre.geometry)
+    timings["regions"] = _ms(t)
+    timings["total"] = sum(timings.values())
+    return ScreeningResult(verdict, prob, report, regions, info.id, timings, heatmap=heat,
+                           threshold=info.decision_threshold)

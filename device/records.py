@@ -1,0 +1,265 @@
+"""Screening records: SQLite (WAL) plus the photograph and the result screen of each screening, crash-safe.
+
+Saving one screening: write the photograph (JPEG) and the result screen (PNG) atomically (temporary file, fsync,
+``os.replace``), then insert the record and its audit entry in ONE transaction. A crash before the commit leaves
+image files without a record; :meth:`RecordStore.recover` (run on every open) moves them to ``orphans/`` and
+deletes stray temporary files, so nothing is half-written, duplicated or silently lost. Records and the audit
+trail are append-only (SQLite triggers refuse UPDATE and DELETE).
+
+    store = RecordStore("demo_output/records")
+    session = store.start_session(operator="nurse-1", model_id=model.card.id)
+    rid = store.save(session, "P001", "right", 1, result, photo_rgb, screen_rgb, operator="nurse-1")
+    store.export_session(session, "demo_output/session.csv")   # and .json
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from io import StringIO
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from device.atomic import TMP_SUFFIX, write_atomic
+from device.errors import HardwareError
+from device.result import ScreeningResult, Verdict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY, started_at TEXT NOT NULL, operator TEXT NOT NULL, model_id TEXT NOT NULL, unit TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS screenings (
+  id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id), patient_id TEXT NOT NULL,
+  eye TEXT NOT NULL, attempt INTEGER NOT NULL, operator TEXT NOT NULL, captured_at TEXT NOT NULL, source TEXT,
+  model_id TEXT NOT NULL, verdict TEXT NOT NULL, final INTEGER NOT NULL, probability REAL, gradable INTEGER NOT NULL,
+  reasons TEXT NOT NULL, regions TEXT NOT NULL, timings TEXT NOT NULL, metrics TEXT NOT NULL,
+  photo_path TEXT NOT NULL, photo_sha256 TEXT NOT NULL, screen_path TEXT NOT NULL, screen_sha256 TEXT NOT NULL,
+  created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
+  model_id TEXT, session_id TEXT, record_id TEXT, detail TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS screenings_append_only_u BEFORE UPDATE ON screenings
+  BEGIN SELECT RAISE(ABORT, 'screening records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS screenings_append_only_d BEFORE DELETE ON screenings
+  BEGIN SELECT RAISE(ABORT, 'screening records are append-only'); END;
+"""
+DB_FILE = "records.sqlite"
+IMAGES_DIR = "images"
+ORPHANS_DIR = "orphans"
+JPEG_QUALITY = 95  # the photograph as kept in the record: visually lossless, ~10x smaller than PNG
+EXPORT_COLUMNS = ("id", "session_id", "patient_id", "eye", "attempt", "operator", "captured_at", "source", "model_id",
+                  "verdict", "final", "probability", "gradable", "reasons", "regions", "photo_path", "screen_path",
+                  "patient_verdict")
+
+
+class RecordsConfig(BaseModel):
+    """Where and how screenings are recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    folder: str = Field("demo_output/records", description="records folder (database + images); created")
+    fsync: bool = Field(True, description="flush every record to disk before reporting it saved (power-loss safe)")
+    min_free_mb: int = Field(200, ge=0, le=1_000_000, description="refuse to screen below this free space, MiB")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RecordStore:
+    """The unit's append-only record of sessions, screenings and audit events."""
+
+    def __init__(self, folder: str | Path, fsync: bool = True) -> None:
+        self.folder = Path(folder)
+        self.fsync = fsync
+        try:
+            (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.folder / DB_FILE), isolation_level=None, timeout=10)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise HardwareError(f"The records folder {self.folder} cannot be written ({exc}): check the disk and "
+                                "its permissions.") from exc
+        self.db.row_factory = sqlite3.Row
+        self.recovered = self.recover()
+
+    @classmethod
+    def from_config(cls, cfg: RecordsConfig) -> "RecordStore":
+        """Open the store a config describes."""
+        return cls(cfg.folder, fsync=cfg.fsync)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    # -- writing ------------------------------------------------------------------------------------------------
+    def audit(self, who: str, action: str, detail: dict | None = None, model_id: str | None = None,
+              session_id: str | None = None, record_id: str | None = None) -> None:
+        """Append one audit event (who, when, which model, what happened)."""
+        self.db.execute("INSERT INTO audit (at, who, action, model_id, session_id, record_id, detail) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (_now(), who, action, model_id, session_id, record_id, json.dumps(detail or {})))
+
+    def start_session(self, operator: str, model_id: str, unit: str = "") -> str:
+        """Open a screening session; returns its id."""
+        sid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, _now(), operator, model_id, unit))
+            self.audit(operator, "session_started", {"unit": unit}, model_id, sid)
+        return sid
+
+    def save(self, session_id: str, patient_id: str, eye: str, attempt: int, result: ScreeningResult,
+             photo: np.ndarray, screen: np.ndarray, operator: str, source: str = "",
+             captured_at: str | None = None) -> str:
+        """Record one screening: images first (atomic), then the record and its audit entry in one transaction.
+
+        Args:
+            session_id: from :meth:`start_session`.
+            patient_id, eye, attempt: who and which eye; attempt 1 is the first photograph, >1 are retakes.
+            result: the screening result.
+            photo: the original RGB photograph; screen: the rendered result screen (RGB).
+            operator: who screened.
+            source: where the photograph came from (camera, file).
+            captured_at: ISO time of capture (default now).
+
+        Returns:
+            The record id.
+        """
+        rid = uuid.uuid4().hex
+        rel = Path(IMAGES_DIR) / session_id
+        ok1, jpg = cv2.imencode(".jpg", np.ascontiguousarray(photo[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        ok2, png = cv2.imencode(".png", np.ascontiguousarray(screen[..., ::-1]))
+        if not (ok1 and ok2):  # pragma: no cover - OpenCV cannot fail on valid uint8 images
+            raise ValueError("The photograph or screen could not be encoded.")
+        jpg_b, png_b = jpg.tobytes(), png.tobytes()
+        photo_rel, screen_rel = rel / f"{rid}_photo.jpg", rel / f"{rid}_screen.png"
+        try:
+            write_atomic(self.folder / photo_rel, jpg_b, self.fsync)
+            write_atomic(self.folder / screen_rel, png_b, self.fsync)
+        except OSError as exc:
+            raise HardwareError(f"The record could not be written ({exc.strerror}): free disk space or check the "
+                                "storage card.") from exc
+        q = result.quality
+        row = (rid, session_id, patient_id, eye, int(attempt), operator, captured_at or _now(), source,
+               result.model_id, result.verdict.value, int(result.final), result.probability, int(q.gradable),
+               json.dumps(list(q.reasons)), json.dumps([r.to_json_dict() for r in result.regions]),
+               json.dumps(dict(result.timings_ms)), json.dumps(dict(q.metrics)),
+               str(photo_rel), _sha256(jpg_b), str(screen_rel), _sha256(png_b), _now())
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(f"INSERT INTO screenings VALUES ({', '.join('?' * len(row))})", row)
+            self.audit(operator, "screened", {"patient_id": patient_id, "eye": eye, "attempt": attempt,
+                                              "verdict": result.verdict.value, "probability": result.probability,
+                                              "final": result.final}, result.model_id, session_id, rid)
+        return rid
+
+    # -- recovery -----------------------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Clean up after a crash: delete temporary files, move image files with no record to ``orphans/``.
+
+        Returns:
+            How many files were moved or deleted (also written to the audit trail when > 0).
+        """
+        images = self.folder / IMAGES_DIR
+        known = {r[0] for r in self.db.execute("SELECT photo_path FROM screenings UNION "
+                                               "SELECT screen_path FROM screenings")}
+        touched = 0
+        for path in images.rglob("*"):
+            if not path.is_file():
+                continue
+            if path.name.endswith(TMP_SUFFIX):
+                path.unlink(missing_ok=True)
+                touched += 1
+            elif str(path.relative_to(self.folder)) not in known:
+                dest = self.folder / ORPHANS_DIR / path.relative_to(images)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(dest))
+                touched += 1
+        if touched:
+            self.audit("unit", "recovered", {"files": touched})
+        return touched
+
+    # -- reading and export -------------------------------------------------------------------------------------
+    def screenings(self, session_id: str | None = None) -> list[dict]:
+        """All screening records (of one session), oldest first, JSON fields decoded."""
+        sql, args = "SELECT * FROM screenings", ()
+        if session_id:
+            sql, args = sql + " WHERE session_id = ?", (session_id,)
+        rows = [dict(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
+        for r in rows:
+            for key in ("reasons", "regions", "timings", "metrics"):
+                r[key] = json.loads(r[key])
+        return rows
+
+    def audit_trail(self, session_id: str | None = None) -> list[dict]:
+        """The audit events (of one session), in order."""
+        sql, args = "SELECT * FROM audit", ()
+        if session_id:
+            sql, args = sql + " WHERE session_id = ?", (session_id,)
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY seq", args)]
+
+    def patient_verdicts(self, session_id: str) -> dict[str, str]:
+        """Per patient: 'referable' if any eye's last result refers (referable or final ungradable), else
+        'non_referable'; 'incomplete' while an eye's last result is an ungradable photograph awaiting a retake."""
+        last: dict[tuple[str, str], dict] = {}
+        for r in self.screenings(session_id):
+            last[(r["patient_id"], r["eye"])] = r
+        out: dict[str, str] = {}
+        for (pid, _), r in last.items():
+            refer = r["verdict"] == Verdict.REFERABLE.value or (r["verdict"] == "ungradable" and r["final"])
+            state = "referable" if refer else ("incomplete" if r["verdict"] == "ungradable" else "non_referable")
+            prev = out.get(pid, "non_referable")
+            out[pid] = "referable" if "referable" in (prev, state) else (
+                "incomplete" if "incomplete" in (prev, state) else "non_referable")
+        return out
+
+    def export_session(self, session_id: str, path: str | Path) -> Path:
+        """Export one session to CSV (one row per screening) or JSON (session, patients, screenings, audit).
+
+        Args:
+            session_id: the session.
+            path: destination; ``.json`` writes JSON, anything else CSV. Written atomically.
+
+        Returns:
+            The path written.
+        """
+        path = Path(path)
+        rows = self.screenings(session_id)
+        verdicts = self.patient_verdicts(session_id)
+        if path.suffix.lower() == ".json":
+            session = dict(self.db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone() or {})
+            doc = {"session": session, "patients": verdicts, "screenings": rows,
+                   "audit": self.audit_trail(session_id)}
+            return write_atomic(path, json.dumps(doc, indent=1).encode(), self.fsync)
+        buf = StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(EXPORT_COLUMNS)
+        for r in rows:
+            r = {**r, "patient_verdict": verdicts.get(r["patient_id"], ""),
+                 "reasons": "; ".join(r["reasons"]), "regions": json.dumps(r["regions"])}
+            writer.writerow([r[c] for c in EXPORT_COLUMNS])
+        return write_atomic(path, buf.getvalue().encode(), self.fsync)
+
+    def free_mb(self) -> float:
+        """Free space on the records disk, MiB."""
+        st = os.statvfs(self.folder)
+        return st.f_bavail * st.f_frsize / 2 ** 20

@@ -109,6 +109,7 @@ class Emulator:
         self._lock = threading.RLock()
         self._master = self._slave = None
         self._stop = threading.Event()
+        self._hung = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -148,6 +149,21 @@ class Emulator:
                 self.boards.append(board)
                 self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
 
+    def reboot(self) -> None:
+        """Restart the firmware (watchdog reset) without touching the cable: the new boot has no session."""
+        with self._lock:
+            board = FakeBoard()
+            self.boards.append(board)
+            self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
+
+    def hang(self) -> None:
+        """Freeze the firmware: the port stays open but nothing is read or answered (a silent microcontroller)."""
+        self._hung.set()
+
+    def resume(self) -> None:
+        """Unfreeze after ``hang()``; bytes sent meanwhile are read then, as from a real USB buffer."""
+        self._hung.clear()
+
     def stop(self) -> None:
         """Stop the thread and unplug."""
         self._stop.set()
@@ -159,6 +175,12 @@ class Emulator:
 
     def __enter__(self) -> Emulator:
         return self if self._thread else self.start()
+
+    def inject(self, data: bytes) -> None:
+        """Write raw bytes to the host as if the board had sent them (garbage, half frames)."""
+        with self._lock:
+            if self._master is not None:
+                os.write(self._master, data)
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -198,7 +220,7 @@ class Emulator:
     def _run(self) -> None:
         while not self._stop.is_set():
             master = self._master
-            if master is None:
+            if master is None or self._hung.is_set():
                 time.sleep(TICK_S)
                 continue
             try:

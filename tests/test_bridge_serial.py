@@ -1,0 +1,145 @@
+"""The pyserial driver against the emulated firmware on a real pty: handshake, commands, buttons, faults."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from firmware_bridge import protocol as P
+from firmware_bridge.commands import flash_message
+from firmware_bridge.emulator import Emulator
+from firmware_bridge.link import UnitLink, open_link
+from firmware_bridge.serial_link import SerialLink
+
+FAST = dict(retry_timeout_s=0.03, handshake_timeout_s=0.05, heartbeat_interval_s=0.05, silence_timeout_s=0.4,
+            reconnect_interval_s=0.05)
+
+
+def wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.fixture
+def emu():
+    with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def link(emu):
+    lk = SerialLink(emu.port, **FAST)
+    assert wait_for(lambda: lk.connected), "no handshake with the emulator"
+    yield lk
+    lk.close()
+
+
+def kinds(events):
+    return [e.kind for e in events]
+
+
+def test_handshake_reports_the_firmware(emu):
+    lk = open_link({"type": "serial", "url": emu.port, "handshake_timeout_s": 0.05})
+    try:
+        assert isinstance(lk, UnitLink)
+        assert wait_for(lambda: lk.connected)
+        events = lk.poll_events()
+        assert kinds(events) == ["connected"]
+        assert events[0].detail == ("pico-dr-unit firmware 1.0.0, protocol 1, capabilities "
+                                    "button,leds,buzzer,illumination,flash,fixation")
+        assert emu.hellos == 1
+    finally:
+        lk.close()
+
+
+def test_commands_drive_the_board_pins(emu, link):
+    link.show_status("referable")
+    link.set_illumination(40)
+    link.set_fixation(3)
+    link.flash(120)
+    link.beep("attention")
+    board = emu.board
+    assert wait_for(lambda: board.flashes and board.state["fixation"] == 3 and
+                    [v for k, v in board.history if k == "buzzer"] == [2700, 0, 2700, 0])  # two chirps
+    assert board.state["leds"] == P.LED_RED and board.state["illumination"] == 40
+    assert board.flashes == [(255, 120)]
+    assert board.history.index(("fixation", 3)) < board.history.index(("flash", (255, 120)))  # kept in order
+
+
+def test_button_presses_become_events_without_blocking(emu, link):
+    link.poll_events()
+    t0 = time.monotonic()
+    assert link.poll_events() == [] and time.monotonic() - t0 < 0.01  # poll never waits
+    emu.press()
+    assert wait_for(lambda: emu.core.event_no >= 1)
+    emu.release()
+    events = []
+    assert wait_for(lambda: events.extend(link.poll_events()) or len(events) >= 2)
+    assert [(e.kind, e.detail, e.number) for e in events] == [("button_pressed", "capture", 1),
+                                                               ("button_released", "capture", 2)]
+
+
+def test_button_bounce_is_filtered(emu, link):
+    link.poll_events()
+    for _ in range(5):  # contact bounce: shorter than the 20 ms debounce
+        emu.press()
+        time.sleep(0.002)
+        emu.release()
+        time.sleep(0.002)
+    time.sleep(0.1)
+    assert emu.core.event_no == 0 and link.poll_events() == []
+
+
+def test_garbage_bytes_are_survived_and_reported(emu, link):
+    link.poll_events()
+    emu.inject(bytes(range(1, 200)) + b"\x00\x05\x01\x02\x00" + b"\xff" * 300 + b"\x00")
+    link.flash(50)
+    assert wait_for(lambda: emu.board.flashes == [(255, 50)])
+    events = []
+    assert wait_for(lambda: events.extend(link.poll_events()) or any(e.kind == "error" for e in events))
+    assert any("corrupt frame(s) from the microcontroller were dropped" in e.detail for e in events)
+    assert link.connected and link.stats()["bad_frames"] >= 2
+
+
+def test_silent_microcontroller_is_reported_and_handshake_repeats(emu, link):
+    link.poll_events()
+    emu.hang()  # the port stays open but nothing answers
+    events = []
+    assert wait_for(lambda: events.extend(link.poll_events()) or "disconnected" in kinds(events))
+    assert "has not answered for 0.4 s: check its cable and that the firmware is flashed." in events[0].detail
+    assert not link.connected
+    link.flash(10)  # no exception, no blocking: reported as not connected
+    emu.resume()
+    assert wait_for(lambda: link.connected)
+    assert emu.hellos == 2
+
+
+def test_board_restart_without_unplug_is_detected_by_nak(emu, link):
+    link.poll_events()
+    link.show_status("busy")
+    assert wait_for(lambda: emu.core.channel._rx_seq == 1)  # delivered to the first boot
+    emu.reboot()  # watchdog reset: same port, fresh firmware with no session; the next PING gets NAK_NO_SESSION
+    assert wait_for(lambda: link.connections == 2)
+    events = link.poll_events()
+    assert kinds(events) == ["disconnected", "connected"], events
+    # The LED status was restored on the new boot (blinking amber = busy, set as a new message).
+    assert wait_for(lambda: ("leds", P.LED_AMBER) in emu.board.history and emu.core.channel._rx_seq == 1)
+
+
+def test_missing_port_is_an_event_not_an_exception(tmp_path):
+    lk = SerialLink(str(tmp_path / "ttyACM9"), **FAST)
+    try:
+        events = []
+        assert wait_for(lambda: events.extend(lk.poll_events()) or events)
+        assert events[0].kind == "error" and "Cannot open the microcontroller port" in events[0].detail
+        ticket = lk.send_message(*flash_message(5))
+        assert wait_for(lambda: lk.outcome(ticket) == "failed: not connected")
+        assert not lk.connected
+    finally:
+        lk.close()

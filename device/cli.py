@@ -29,6 +29,83 @@ def preprocess_cmd(images: tuple[str, ...], out_dir: str, size: int) -> None:
     sys.exit(1 if failures else 0)
 
 
+@cli.command("screen")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@click.option("--model", default=None, help="Model bundle folder ('fake': deterministic stand-in, never for "
+                                            "screening); default: the bundled model.")
+def screen_cmd(paths: tuple[str, ...], as_json: bool, model: str | None) -> None:
+    """Screen image files or folders (exit 0 when every image was screened)."""
+    import json
+
+    from device.screen_files import format_line, screen_paths
+
+    failed = total = 0
+    for record in screen_paths(list(paths), model):
+        total += 1
+        failed += "error" in record
+        click.echo(json.dumps(record) if as_json else format_line(record))
+    if total == 0:
+        click.echo("error: no image files were found in the given paths; check them.", err=True)
+        sys.exit(1)
+    if failed:
+        click.echo(f"error: {failed} of {total} images could not be screened (see their 'error').", err=True)
+        sys.exit(1)
+
+
+@cli.command("kiosk")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="Unit config (TOML); default: the demo config.")
+@click.option("--check-config", is_flag=True, help="Validate the config, print a summary and exit.")
+@click.option("--model", default=None, help="Override the config's model: a bundle folder or 'fake'.")
+def kiosk_cmd(config: str | None, check_config: bool, model: str | None) -> None:
+    """Run the screening loop: Enter or the unit's button captures, 'n' next patient, 'q' quits."""
+    from device.app import run_kiosk
+    from device.config import describe, load_config
+
+    if check_config:
+        click.echo(describe(load_config(config)))
+        click.echo("config OK")
+        return
+    summary = run_kiosk(config, model)
+    click.echo(f"session {summary.session_id}: {summary.screenings} photographs, patients {summary.patients}")
+
+
+@cli.command("selftest")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="Unit config (TOML); default: the demo config.")
+@click.option("--model", default=None, help="Override the config's model: a bundle folder or 'fake'.")
+def selftest_cmd(config: str | None, model: str | None) -> None:
+    """Check model, camera, display, microcontroller link and disk space; exit 1 if any fails."""
+    from device.app import selftest
+    from device.config import load_config
+
+    checks = selftest(load_config(config), model)
+    for c in checks:
+        click.echo(f"{'OK  ' if c.ok else 'FAIL'} {c.name:8s} {c.message}")
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@cli.command("demo")
+@click.option("--out", "out_dir", default="demo_output", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder: screens/ (PNG), records/ (SQLite + images), session CSV and JSON.")
+@click.option("--model", default=None, help="A bundle folder or 'fake'; default: the bundled model.")
+@click.option("--patients", default=None, type=click.IntRange(1, 100), help="Patients to screen (default 4).")
+def demo_cmd(out_dir: str, model: str | None, patients: int | None) -> None:
+    """Screen both eyes of a few patients from samples/ with fakes for the hardware; write screens and records."""
+    from device.app import run_demo
+
+    s = run_demo(out_dir, model, patients)
+    click.echo(f"Screened {s.screenings} photographs of {len(s.patients)} patients (session {s.session_id}).")
+    for pid, verdict in s.patients.items():
+        click.echo(f"  {pid}: {verdict.replace('_', '-')}")
+    click.echo(f"Result screens: {out_dir}/screens/   records: {out_dir}/records/")
+    for path in s.exported:
+        click.echo(f"Session export: {path}")
+    if s.errors:
+        click.echo(f"{len(s.errors)} problem(s) shown on screen: {s.errors[0]}")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning a ScreeningError into one line on stderr."""
     try:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from device.result import ScreeningResult, Verdict
+from device.result import NEXT_ACTION, ScreeningResult, Verdict
 
 NOTICE = "Research tool — not a medical device"
 # Verdict colours (RGB): red / green / amber, the traffic-light convention of screening programmes; white text on
@@ -140,16 +140,41 @@ def render_result(result: ScreeningResult, photo: np.ndarray, size: tuple[int, i
     pic = overlay(photo, result, left_w - 2 * pad, bottom - top - 2 * pad)
     img.paste(Image.fromarray(pic), (pad, top + pad))
     x, y = left_w + pad, top + pad
-    px = max(10, int(height * 0.045))
-    y = _wrap(draw, (x, y), f"Probability of referable DR: {prob}", px, width - x - pad, (235, 235, 235), 2)
+    px = max(10, int(height * 0.04))
+    avail = width - x - pad
     if result.verdict is Verdict.UNGRADABLE:
+        # The model's probability on an ungradable photograph is not used, so it is not shown (JSON keeps it).
         for reason in result.quality.reasons[:3]:
-            y = _wrap(draw, (x, y), f"• {reason}", px, width - x - pad, (250, 200, 90), 2)
-    elif result.regions:
-        y = _text(draw, (x, y), f"{len(result.regions)} suspicious region(s) boxed", px, (235, 235, 235))
+            y = _wrap(draw, (x, y), f"• {reason}", px, avail, (250, 200, 90), 3)
+    else:
+        y = _wrap(draw, (x, y), f"Probability of referable DR: {prob}", px, avail, (235, 235, 235), 2)
+        if result.regions:
+            y = _wrap(draw, (x, y), f"{len(result.regions)} suspicious region(s) boxed", px, avail,
+                      (235, 235, 235), 2)
     y += px // 2
-    _wrap(draw, (x, y), f"NEXT: {result.next_action}", int(px * 1.15), width - x - pad, (255, 255, 255), 4)
+    _wrap(draw, (x, y), f"NEXT: {result.next_action}", int(px * 1.2), avail, (255, 255, 255), 4)
     return np.asarray(img)
+
+
+def render_patient(patient_id: str, verdict: Verdict, eyes: dict[str, ScreeningResult],
+                   size: tuple[int, int] = (800, 480), footer: str = "") -> np.ndarray:
+    """Render the per-patient summary (both eyes): referable if either eye is referable or ungradable.
+
+    Args:
+        patient_id: the patient's id.
+        verdict: the combined verdict (``device.result.patient_verdict``).
+        eyes: eye name -> its last result.
+        size: (width, height), pixels.
+        footer: appended to the notice strip.
+    """
+    words = {"referable": "referable DR", "non_referable": "no referable DR"}
+    lines = []
+    for eye, r in eyes.items():
+        what = "ungradable after retakes" if r.verdict is Verdict.UNGRADABLE else words[r.verdict.value]
+        lines.append(f"{eye.capitalize()} eye: {what}.")
+    action = NEXT_ACTION[verdict.value] if verdict is not Verdict.UNGRADABLE else NEXT_ACTION["ungradable_final"]
+    headline = f"{patient_id}: " + ("REFER" if verdict is Verdict.REFERABLE else "NO REFERRAL")
+    return render_message(headline, " ".join(lines) + " " + action, verdict.value, size, footer)
 
 
 def render_message(headline: str, message: str, kind: str = "info", size: tuple[int, int] = (800, 480),

@@ -1,0 +1,289 @@
+"""The screening loop: wait for the trigger, capture, gate, infer, show, record, signal — for both eyes of each
+patient, with retakes. The only stateful part of the unit.
+
+It never shows a traceback: every problem becomes a screen with one sentence (camera unplugged, disk full, bad
+photograph), the loop keeps going, and the camera is reopened on the next trigger. The microcontroller link may
+vanish at any time; the loop then runs on the keyboard trigger and without LEDs.
+
+    kiosk = Kiosk(cfg, camera, model, display, link, store)
+    summary = kiosk.run()          # until cfg.kiosk.patients are done, 'q' is typed, or stop() is called
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from device.config import UnitConfig
+from device.errors import ImageError, ModelError, ScreeningError
+from device.pipeline import model_info, screen_frame
+from device.quality import QualityGate
+from device.records import RecordStore
+from device.result import ScreeningResult, Verdict, patient_verdict
+from device.screen_render import render_message, render_patient, render_result
+
+log = logging.getLogger("device.kiosk")
+
+STATUS = {Verdict.REFERABLE: "referable", Verdict.NON_REFERABLE: "non_referable", Verdict.UNGRADABLE: "ungradable"}
+BEEP = {Verdict.REFERABLE: "attention", Verdict.NON_REFERABLE: "ok", Verdict.UNGRADABLE: "attention"}
+
+
+class KeyboardTrigger:
+    """Non-blocking keyboard commands from a stream (stdin): Enter = capture, 'n' = next patient, 'q' = quit."""
+
+    def __init__(self, stream: IO | None) -> None:
+        self.stream = stream
+
+    def poll(self) -> list[str]:
+        """Return the commands typed since the last call: 'capture', 'next', 'quit'."""
+        if self.stream is None:
+            return []
+        try:
+            ready, _, _ = select.select([self.stream], [], [], 0)
+        except (OSError, ValueError):
+            self.stream = None
+            return []
+        if not ready:
+            return []
+        line = self.stream.readline()
+        if line == "":  # end of input: behave as if 'q' was typed
+            self.stream = None
+            return ["quit"]
+        word = line.strip().lower()
+        return {"": ["capture"], "c": ["capture"], "n": ["next"], "q": ["quit"]}.get(word, [])
+
+
+@dataclass
+class KioskSummary:
+    """What one run of the loop did."""
+
+    screenings: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    patients: dict[str, str] = field(default_factory=dict)  # patient id -> referable / non_referable
+    errors: list[str] = field(default_factory=list)
+    session_id: str = ""
+    exported: list[str] = field(default_factory=list)
+
+
+class Kiosk:
+    """The unit's main loop over injected devices (real ones from the config, or fakes in tests)."""
+
+    def __init__(self, cfg: UnitConfig, camera, model, display, link, store: RecordStore,
+                 keyboard: KeyboardTrigger | None = None) -> None:
+        self.cfg, self.camera, self.model, self.display, self.link, self.store = (
+            cfg, camera, model, display, link, store)
+        self.gate = QualityGate(cfg.quality)
+        self.info = model_info(model)
+        self.keyboard = keyboard or KeyboardTrigger(None)
+        self.summary = KioskSummary()
+        self.patient_no = cfg.kiosk.first_patient
+        self.eye_index = 0
+        self.attempt = 1
+        self.eyes: dict[str, ScreeningResult] = {}
+        self._stop = False
+        self.summary.session_id = store.start_session(cfg.kiosk.operator, self.info.id, cfg.kiosk.unit_name)
+
+    # -- signalling (never raises: the microcontroller may have vanished) ------------------------------------------
+    def _signal(self, method: str, *args) -> None:
+        try:
+            getattr(self.link, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a vanished link must not stop screening
+            log.warning("microcontroller %s failed: %s", method, exc)
+
+    def _show(self, image, label: str) -> None:
+        try:
+            self.display.show(image, label)
+        except Exception as exc:  # noqa: BLE001 - a broken screen must not lose the record
+            self.summary.errors.append(f"display: {exc}")
+            log.error("display failed: %s", exc)
+
+    def _error(self, headline: str, message: str) -> None:
+        self.summary.errors.append(message)
+        self._show(render_message(headline, message, "error", self.display.size, self.info.id), "error")
+        self._signal("show_status", "error")
+        self._signal("beep", "error")
+        try:
+            self.store.audit(self.cfg.kiosk.operator, "error", {"message": message}, self.info.id,
+                             self.summary.session_id)
+        except Exception as exc:  # noqa: BLE001
+            log.error("audit failed: %s", exc)
+
+    @property
+    def patient_id(self) -> str:
+        return f"P{self.patient_no:04d}"
+
+    @property
+    def eye(self) -> str:
+        return self.cfg.kiosk.eyes[self.eye_index]
+
+    def ready_screen(self) -> None:
+        """Show what the operator should do next and light the 'ready' LED."""
+        msg = (f"Patient {self.patient_id}, {self.eye} eye, photo {self.attempt}: align the camera and press the "
+               "button (or Enter).")
+        self._show(render_message("READY", msg, "info", self.display.size, self.info.id), "ready")
+        self._signal("set_illumination", self.cfg.kiosk.illumination)
+        self._signal("show_status", "ready")
+
+    # -- triggers -------------------------------------------------------------------------------------------------
+    def poll_triggers(self) -> list[str]:
+        """Commands from the button and the keyboard since the last call ('capture', 'next', 'quit')."""
+        mode = self.cfg.kiosk.trigger
+        if mode == "auto":
+            return ["capture"]
+        out: list[str] = []
+        try:
+            events = self.link.poll_events()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("microcontroller poll failed: %s", exc)
+            events = []
+        for ev in events:
+            if ev.kind == "button_pressed" and mode in ("button", "button_or_keyboard"):
+                out.append("capture")
+            elif ev.kind in ("disconnected", "error", "connected"):
+                self.store.audit("unit", f"link_{ev.kind}", {"detail": ev.detail}, self.info.id,
+                                 self.summary.session_id)
+        if mode in ("keyboard", "button_or_keyboard"):
+            out.extend(self.keyboard.poll())
+        return out
+
+    # -- one screening --------------------------------------------------------------------------------------------
+    def screen_once(self) -> ScreeningResult | None:
+        """Capture and screen one photograph of the current eye; show, record and signal the result.
+
+        Returns:
+            The result, or None when no photograph could be taken (the error screen is shown instead).
+
+        Raises:
+            ModelError: the model failed; the unit cannot screen any more.
+        """
+        if self.store.free_mb() < self.cfg.records.min_free_mb:
+            self._error("DISK FULL", "The records disk is almost full: export and remove old sessions before "
+                                     "screening.")
+            return None
+        self._signal("show_status", "busy")
+        self._signal("flash", self.cfg.kiosk.flash_ms)
+        try:
+            frame = self.camera.capture()
+        except ScreeningError as exc:
+            self._error("CAMERA PROBLEM", str(exc))
+            return None
+        pid, eye, attempt = self.patient_id, self.eye, self.attempt
+        try:
+            result = screen_frame(frame.rgb, self.model, self.gate, label="the photograph", info=self.info)
+        except ModelError:
+            raise
+        except ImageError as exc:
+            self._error("PHOTO UNUSABLE", str(exc))
+            return None
+        last_try = attempt > self.cfg.quality.max_retakes
+        if result.verdict is Verdict.UNGRADABLE:
+            result = result.with_final(last_try)
+        title = f"Patient {pid} · {eye} eye" + (f" · photo {attempt}" if attempt > 1 else "")
+        screen = render_result(result, frame.rgb, self.display.size, title)
+        self._show(screen, f"{pid}_{eye}_{attempt}")
+        try:
+            self.store.save(self.summary.session_id, pid, eye, attempt, result, frame.rgb, screen,
+                            self.cfg.kiosk.operator, frame.source)
+        except ScreeningError as exc:
+            self._error("NOT SAVED", str(exc))
+        self._signal("show_status", STATUS[result.verdict])
+        self._signal("beep", BEEP[result.verdict])
+        self.summary.screenings += 1
+        key = result.verdict.value + ("_final" if result.final else "")
+        self.summary.verdicts[key] = self.summary.verdicts.get(key, 0) + 1
+        self._advance(result)
+        return result
+
+    def _advance(self, result: ScreeningResult) -> None:
+        """Move on: retake the same eye, the next eye, or the next patient."""
+        if result.verdict is Verdict.UNGRADABLE and not result.final:
+            self.attempt += 1
+            return
+        self.eyes[self.eye] = result
+        self.attempt = 1
+        self.eye_index += 1
+        if self.eye_index >= len(self.cfg.kiosk.eyes):
+            self.finish_patient()
+
+    def finish_patient(self) -> None:
+        """Close the current patient (both eyes, or fewer after 'next'): record and show the patient verdict."""
+        if self.eyes:
+            verdict = patient_verdict(self.eyes).value
+            self.summary.patients[self.patient_id] = verdict
+            detail = {"patient_id": self.patient_id, "verdict": verdict,
+                      "eyes": {e: r.verdict.value + ("_final" if r.final else "") for e, r in self.eyes.items()}}
+            self.store.audit(self.cfg.kiosk.operator, "patient_done", detail, self.info.id, self.summary.session_id)
+            screen = render_patient(self.patient_id, Verdict(verdict), self.eyes, self.display.size, self.info.id)
+            self._show(screen, f"{self.patient_id}_summary")
+        self.patient_no += 1
+        self.eye_index, self.attempt, self.eyes = 0, 1, {}
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end after the current step (signal handlers, tests)."""
+        self._stop = True
+
+    def _done(self, max_screenings: int | None) -> bool:
+        k = self.cfg.kiosk
+        if self._stop:
+            return True
+        if max_screenings is not None and self.summary.screenings >= max_screenings:
+            return True
+        return k.patients is not None and self.patient_no >= k.first_patient + k.patients
+
+    def run(self, max_screenings: int | None = None) -> KioskSummary:
+        """Run until the configured patients are done, 'q', :meth:`stop`, or ``max_screenings`` screenings.
+
+        Returns:
+            The summary (also written to the audit trail).
+
+        Raises:
+            ModelError: the model failed mid-session (the error screen is shown first).
+        """
+        self.ready_screen()
+        while not self._done(max_screenings):
+            commands = self.poll_triggers()
+            if not commands:
+                time.sleep(self.cfg.kiosk.poll_interval_s)
+                continue
+            for command in commands:
+                if command == "quit":
+                    self._stop = True
+                    break
+                if command == "next":
+                    self.finish_patient()
+                elif command == "capture":
+                    try:
+                        self.screen_once()
+                    except ModelError as exc:
+                        self._error("MODEL PROBLEM", str(exc))
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - never a traceback on the screen
+                        log.exception("unexpected error")
+                        self._error("UNEXPECTED PROBLEM", f"Something went wrong ({type(exc).__name__}): the "
+                                    "photograph was not screened; press the button to try again.")
+                    if self._done(max_screenings):
+                        break
+                    if self.cfg.kiosk.trigger != "auto":
+                        self.ready_screen()
+        self._finish()
+        return self.summary
+
+    def _finish(self) -> None:
+        if self.eyes:
+            self.finish_patient()
+        self._signal("set_illumination", 0)
+        self.store.audit(self.cfg.kiosk.operator, "session_ended",
+                         {"screenings": self.summary.screenings, "verdicts": self.summary.verdicts,
+                          "patients": self.summary.patients, "errors": len(self.summary.errors)},
+                         self.info.id, self.summary.session_id)
+        folder = self.cfg.kiosk.export_folder
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            for ext in ("csv", "json"):
+                path = os.path.join(folder, f"session_{self.summary.session_id}.{ext}")
+                self.summary.exported.append(str(self.store.export_session(self.summary.session_id, path)))

@@ -7,10 +7,12 @@ report records the exact protocol it used.
 
 from __future__ import annotations
 
-from typing import Literal
+import tomllib
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from device.errors import ConfigError
 from device.regions import REGION_THRESHOLD
 
 # Paper §4.3: ground truth = fused expert map at >= 75 % confidence.
@@ -86,3 +88,30 @@ class EvaluationConfig(BaseModel):
     def thresholds(self) -> tuple[float, ...]:
         """The sweep, descending, always containing ``region_threshold`` (the unit's operating point)."""
         return tuple(sorted(set(self.froc_thresholds) | {self.region_threshold}, reverse=True))
+
+
+def load_evaluation_config(overrides: list[str] | dict[str, Any] | None = None) -> EvaluationConfig:
+    """Build a validated config from ``["key=value", ...]`` overrides (values parsed as TOML, bare words as strings).
+
+    Raises:
+        ConfigError: unknown key or invalid value, one sentence naming the field.
+    """
+    items: dict[str, Any] = {}
+    if isinstance(overrides, dict):
+        items = dict(overrides)
+    else:
+        for text in overrides or []:
+            key, sep, raw = text.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"The override {text!r} is not KEY=VALUE; write e.g. --set connectivity=4.")
+            try:
+                items[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                items[key.strip()] = raw.strip()
+    try:
+        return EvaluationConfig(**items)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"Evaluation setting {where!r} is invalid ({err['msg']}); see docs/evaluation.md for the "
+                          f"allowed values.") from None

@@ -136,13 +136,26 @@ def test_new_preprocessing_version_or_size_rebuilds_the_cache(tmp_path: Path, mo
     import device.preprocess
 
     monkeypatch.setattr(device.preprocess, "PREPROCESS_VERSION", "test-next")
-    with pytest.raises(CacheError, match="was made with preprocessing version .* but the code is at test-next"):
+    with pytest.raises(CacheError, match=r"was made with preprocessing version 1\+\w{12} but the code is at test-next\+"):
         TrainingCache.open(out)
-    assert prepare(_config(source, out))["preprocess_version"] == "test-next"
+    assert prepare(_config(source, out))["preprocess_version"].startswith("test-next+")
     assert _last_run(out)["processed"] == len(rows)
 
     prepare(_config(source, out, size=64))
     assert _last_run(out)["processed"] == len(rows) and TrainingCache.open(out).read(rows[0][0])[0].shape == (64, 64, 3)
+
+
+def test_preprocessing_version_follows_the_code_not_only_the_constant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import cache as cache_module
+
+    version = cache_module.preprocess_version()
+    assert {"device.preprocess", "device.fov", "device.imageio"} <= cache_module._device_imports("device.preprocess")
+    real_path = cache_module._module_path
+    edited_fov = tmp_path / "fov.py"  # device/fov.py edited without bumping PREPROCESS_VERSION
+    edited_fov.write_bytes(real_path("device.fov").read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(cache_module, "_module_path", lambda name: edited_fov if name == "device.fov" else real_path(name))
+    changed = cache_module.preprocess_version()
+    assert changed != version and changed.split("+")[0] == version.split("+")[0]
 
 
 def test_cache_errors_say_what_to_do(corrupt_source, tmp_path: Path) -> None:
@@ -192,3 +205,24 @@ def test_cli_prepare_prints_the_summary_and_errors_in_one_line(corrupt_source, t
     result = CliRunner().invoke(cli, ["prepare", str(tmp_path / "absent"), "--out", str(tmp_path / "d")])
     assert result.exit_code != 0
     assert "does not exist; check the path and try again." in result.output and "Traceback" not in result.output
+
+
+def test_one_prepare_at_a_time_and_copied_caches_open_with_a_warning(tmp_path: Path) -> None:
+    import fcntl
+
+    source, out = tmp_path / "src", tmp_path / "cache"
+    _kaggle_folder(source, 1, corrupt=False)
+    out.mkdir()
+    with open(out / ".prepare.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running prepare would
+        with pytest.raises(DatasetError, match="Another prepare is writing to .*; wait for it to finish"):
+            prepare(_config(source, out))
+    prepare(_config(source, out))
+
+    source.rename(tmp_path / "moved")  # e.g. the cache was copied to a GPU server without the photographs
+    with pytest.warns(UserWarning, match="is absent, so its images were not checked"):
+        cache = TrainingCache.open(out)
+    assert cache.summary()["source_verified"] is False and len(cache.records()) == 2
+    with pytest.raises(CacheError, match="is stale: 3 source file\\(s\\) changed or disappeared"):
+        TrainingCache.open(out, verify_source=True)
+    assert len(TrainingCache.open(out, verify_source=False).records()) == 2

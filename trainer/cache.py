@@ -21,7 +21,9 @@ i.e. >= 65 images/s per core.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -46,6 +48,7 @@ STATE = "state.json"
 SKIPPED_CSV = "skipped.csv"
 SHARDS = "shards"
 FILE_SUFFIX = ".drc"
+PREPROCESS_MODULE = "device.preprocess"
 PREPARE_HINT = "re-run `python -m trainer prepare` with the same arguments"
 
 
@@ -65,18 +68,51 @@ class CacheRecord:
 
 
 def preprocess_version() -> str:
-    """The version of the shared preprocessing: ``device.preprocess.PREPROCESS_VERSION``, or a hash of its source.
+    """The version of the shared preprocessing: ``PREPROCESS_VERSION`` plus a hash of the code that implements it.
+
+    ``device.preprocess.PREPROCESS_VERSION`` names deliberate changes; the hash of the source of
+    ``device.preprocess`` and every ``device`` module it imports (recursively: ``fov``, ``imageio``, ...) catches
+    the changes nobody bumped the constant for. A cache is never used with preprocessing that may differ from
+    the unit's; the price is a rebuild after a mere comment edit in those few files.
 
     Returns:
-        A short string; a cache made with another version is stale.
+        ``"<PREPROCESS_VERSION>+<12 hex digits>"``; a cache made with another version is stale.
     """
     import device.preprocess as preprocess_module
 
-    version = getattr(preprocess_module, "PREPROCESS_VERSION", None)
-    if version is not None:
-        return str(version)
-    source = Path(preprocess_module.__file__).read_bytes()
-    return "src-" + hashlib.sha256(source).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in sorted(_device_imports(PREPROCESS_MODULE)):
+        digest.update(name.encode() + b"\0" + _module_path(name).read_bytes() + b"\0")
+    return f"{getattr(preprocess_module, 'PREPROCESS_VERSION', 'unversioned')}+{digest.hexdigest()[:12]}"
+
+
+def _module_path(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise CacheError(f"The preprocessing module {name} cannot be found; reinstall the project.")
+    return Path(spec.origin)
+
+
+def _device_imports(name: str, seen: set[str] | None = None) -> set[str]:
+    """``name`` and the ``device`` modules it imports, recursively (read from the source, nothing imported)."""
+    seen = set() if seen is None else seen
+    seen.add(name)
+    for node in ast.walk(ast.parse(_module_path(name).read_bytes())):
+        targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for target in targets:
+            if target.startswith("device.") and target not in seen and _is_module(target):
+                _device_imports(target, seen)
+    return seen
+
+
+def _is_module(name: str) -> bool:
+    """Whether ``name`` is a module (``from device.errors import X`` also yields ``device.errors.X``)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def shard_path(image_id: str) -> str:

@@ -10,6 +10,7 @@ truncated, black, not a fundus) are skipped with the error's sentence as the rea
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from trainer.cache import (
 )
 from trainer.data.eyepacs import REFERABLE_LEVEL, VAL_FRACTION, DatasetError, EyePACSDataset, EyePACSImage, split_by_patient
 
+LOCK = ".prepare.lock"  # one prepare per cache folder at a time
 JOURNAL_FSYNC_S = 2.0  # fsync the journal at most this often; a lost tail only means those images are redone
 
 
@@ -77,15 +79,23 @@ def prepare(config: PrepareConfig) -> dict:
     images = choose_subset(dataset.images, config.limit, config.seed)
     splits = split_by_patient(images, config.val_fraction, config.seed)
     out = Path(config.out)
-    _claim_folder(out, {"format": CACHE_FORMAT, "codec": CODEC, "preprocess_version": preprocess_version(), "size": config.size})
-    done = _read_journal(out / JOURNAL)
-    tasks = [task for task in (_task(image, dataset.root, done, out, config.size) for image in images) if task is not None]
-    if tasks:
-        (out / MANIFEST).unlink(missing_ok=True)  # incomplete from here until the new manifest lands
-        done.update(_run(tasks, out / JOURNAL, config.workers, config.progress))
-    manifest = _manifest(config, dataset, images, splits, done, time.perf_counter() - started, len(tasks))
-    _write_skipped(out / SKIPPED_CSV, manifest["skipped"])
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    _check_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel even after SIGKILL
+        except OSError as exc:
+            raise DatasetError(f"Another prepare is writing to {out}; wait for it to finish or choose another --out.") from exc
+        _claim_folder(out, {"format": CACHE_FORMAT, "codec": CODEC, "preprocess_version": preprocess_version(),
+                            "size": config.size})
+        done = _read_journal(out / JOURNAL)
+        tasks = [t for t in (_task(image, dataset.root, done, out, config.size) for image in images) if t is not None]
+        if tasks:
+            (out / MANIFEST).unlink(missing_ok=True)  # incomplete from here until the new manifest lands
+            done.update(_run(tasks, out / JOURNAL, config.workers, config.progress))
+        manifest = _manifest(config, dataset, images, splits, done, time.perf_counter() - started, len(tasks))
+        _write_skipped(out / SKIPPED_CSV, manifest["skipped"])
+        atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     return TrainingCache.open(out, verify_source=True).summary()
 
 
@@ -106,13 +116,16 @@ def choose_subset(images: tuple[EyePACSImage, ...], limit: int | None, seed: int
     return tuple(sorted(chosen, key=lambda image: image.image_id))
 
 
-def _claim_folder(out: Path, state: dict) -> None:
-    """Create the cache folder, or wipe it when it was made by another preprocessing version, size or codec."""
+def _check_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a folder with other content (it would be mixed with the cache)."""
     if out.exists() and not out.is_dir():
         raise DatasetError(f"The cache path {out} is a file; choose a folder for --out.")
-    if out.is_dir() and any(out.iterdir()) and not ((out / STATE).is_file() or (out / MANIFEST).is_file()):
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not ((out / STATE).is_file() or (out / MANIFEST).is_file()):
         raise DatasetError(f"The folder {out} is not empty and is not a training cache; choose an empty or new folder for --out.")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _claim_folder(out: Path, state: dict) -> None:
+    """Keep the cache folder's files, or wipe them when made by another preprocessing version, size or codec."""
     try:
         old = json.loads((out / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

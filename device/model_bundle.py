@@ -1,7 +1,7 @@
 """Load a model bundle (``models/<id>/``): check its card, its hash and its self-test, then run it.
 
 A bundle is ``model.tflite`` + ``model.json`` (validated by :mod:`device.model_card`) + ``selftest.npz``
-(synthetic images with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose card is
+(synthetic uint8 crops + FOV masks with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose card is
 invalid, whose model file does not match the card's sha256, whose tensors do not match the card, or whose
 self-test this runtime does not reproduce, each with a one-sentence :class:`device.errors.ModelError`.
 
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from device.errors import ModelError
 from device.model_card import CARD_FILE, ModelCard
+from device.preprocess import standardise
 from device.runtime import LiteRTRuntime
 
 MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
@@ -142,7 +143,8 @@ class ModelBundle:
         return Prediction(float(probs[1]), probs, out["cam"])
 
     def selftest(self) -> dict[str, float]:
-        """Re-run the bundled synthetic images and compare with the outputs recorded at export.
+        """Re-run the bundled synthetic crops (standardised here, as the unit does) and compare with the outputs
+        recorded at export, so preprocessing, runtime and model are checked together.
 
         Returns:
             ``{"prob_max_abs_diff", "cam_max_rel_diff"}`` measured now.
@@ -158,10 +160,10 @@ class ModelBundle:
             raise ModelError(f"The self-test file {path} does not match the sha256 in its card; restore the bundle "
                              f"or {REEXPORT}.")
         with np.load(path) as data:
-            images, probs, cams = data["images"], data["probs"], data["cam"]
+            crops, masks, probs, cams = data["rgb"], data["fov_mask"], data["probs"], data["cam"]
         prob_diff, cam_diff = 0.0, 0.0
-        for image, want_probs, want_cam in zip(images, probs, cams):
-            got = self.predict(image)
+        for crop, mask, want_probs, want_cam in zip(crops, masks, probs, cams):
+            got = self.predict(standardise(crop, mask, self.card.input.normalisation))
             prob_diff = max(prob_diff, float(np.abs(got.probs - want_probs).max()))
             cam_range = float(want_cam.max() - want_cam.min()) or 1.0
             cam_diff = max(cam_diff, float(np.abs(got.cam - want_cam).max()) / cam_range)

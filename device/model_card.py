@@ -51,9 +51,8 @@ class InputSpec(_Strict):
     shape: tuple[int, int, int, int] = Field(description="Tensor shape (1, S, S, 3).")
     dtype: Literal["float32", "int8", "uint8"] = Field(description="Tensor dtype inside model.tflite.")
     colour_order: Literal["RGB"] = "RGB"
-    normalisation: Literal["per_image_fov_standardisation"] = Field(
-        "per_image_fov_standardisation",
-        description="device.preprocess.standardise: (x - mean) / std over the field of view, 0 outside it.",
+    normalisation: Literal["per_image", "local_contrast"] = Field(
+        description="The ``method`` of device.preprocess.standardise the model was trained with.",
     )
     quantisation: Quantisation | None = Field(None, description="Present when dtype is int8/uint8.")
 
@@ -94,8 +93,8 @@ class TrainingData(_Strict):
 
     dataset: str = Field(description="e.g. 'EyePACS/Kaggle 2015 subset (eyepacs_256)', 'synthetic'.")
     image_size: int = Field(ge=16)
-    n_train: int = Field(ge=0)
-    n_validation: int = Field(ge=0)
+    n_train: int | None = Field(ge=0, description="Training images (None: not known to the exporter).")
+    n_validation: int | None = Field(ge=0)
     n_train_referable: int | None = Field(None, ge=0)
     n_validation_referable: int | None = Field(None, ge=0)
     referable_definition: str = "Kaggle DR level >= 2"
@@ -106,7 +105,7 @@ class TrainingData(_Strict):
 class RepresentativeData(_Strict):
     """Calibration data of an int8 export."""
 
-    source: Literal["training_cache", "synthetic"]
+    source: Literal["training_data", "synthetic"]
     n_images: int = Field(ge=1)
     split: str | None = None
 
@@ -138,6 +137,8 @@ class ModelCard(_Strict):
     decision_threshold: float = Field(gt=0, lt=1, description="Referable when prob_referable >= this.")
     threshold: Thresholds
     region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: 0.65).")
+    region_normalisation: Literal["max", "minmax"] = Field(
+        "max", description="How device.regions normalises the CAM before the region threshold (paper: max).")
     training_data: TrainingData
     representative_data: RepresentativeData | None = None
     metrics: dict[str, float | int | str | None] = Field(description="Evaluation metrics, key -> value.")

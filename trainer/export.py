@@ -1,0 +1,234 @@
+"""``python -m trainer export``: a Keras CAM model -> a checked model bundle ``models/<id>/``.
+
+Steps: calibration and held-out images (training data, else synthetic) -> TFLite (float16 or int8, builtin ops
+only) -> outputs of Keras and of the unit's own runtime on the held-out images -> decision threshold on the
+held-out (validation) split -> parity report -> self-test set (synthetic) -> ``model.json`` -> the bundle is
+loaded back with :func:`device.model_bundle.load_bundle` (hash, card, self-test) before it replaces any old one.
+
+Usage::
+
+    result = export_bundle(model, ExportOptions(format="int8", model_id="drcam-256-int8"), dataset=data)
+    result.folder, result.card.decision_threshold, result.report["cam_corr_median"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from device.model_bundle import load_bundle
+from device.model_card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SELFTEST_FILE, InputSpec, ModelCard,
+                               OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds, TrainingData)
+from device.preprocess import standardise
+from device.runtime import LiteRTRuntime, TensorSpec
+from trainer.checkpoint import atomic_write_bytes
+from trainer.convert import ExportError, convert_to_tflite
+from trainer.parity import choose_threshold, parity_report, write_report
+from trainer.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
+from trainer.run_folder import code_version
+
+# Self-test tolerances (probability abs, CAM as a fraction of its range). float16: the same flatbuffer on another
+# CPU differs by float rounding only; int8: other kernels (e.g. tflite-runtime's reference ops instead of
+# XNNPACK) may round a few quantisation steps differently (prob step 1/256).
+SELFTEST_TOLERANCES = {"float16": (0.01, 0.02), "int8": (0.03, 0.08)}
+MODEL_LICENCE = ("Weights: research use only, same restrictions as the training data; code: Apache-2.0. "
+                 "Not a medical device.")
+KERAS_BATCH = 16
+
+
+class ExportOptions(BaseModel):
+    """Options of one export (CLI flags map one to one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["float16", "int8"]
+    model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    out_root: Path = Path("models")
+    normalisation: Literal["per_image", "local_contrast"] = "per_image"
+    calibration_images: int = Field(200, ge=1, description="int8 representative images (training split)")
+    held_out_images: int | None = Field(400, ge=2, description="parity/threshold images (validation split)")
+    synthetic_held_out: int = Field(64, ge=2, description="held-out size when no training data is given")
+    threshold_method: Literal["youden_j", "sensitivity_target"] = "youden_j"
+    target_sensitivity: float = Field(0.9, gt=0, le=1)
+    region_threshold: float = Field(PAPER_REGION_THRESHOLD, gt=0, lt=1)
+    region_normalisation: Literal["max", "minmax"] = "max"
+    selftest_images: int = Field(3, ge=1, le=16)
+    seed: int = 0
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the bundle went, its card and its parity report."""
+
+    folder: Path
+    card: ModelCard
+    report: dict
+
+
+def _quant(spec: TensorSpec) -> Quantisation | None:
+    return Quantisation(scale=spec.scale, zero_point=spec.zero_point) if spec.quantised else None
+
+
+def _tflite_outputs(runtime: LiteRTRuntime, images: np.ndarray) -> dict[str, np.ndarray]:
+    outs = [runtime.run(image) for image in images]
+    return {name: np.stack([o[name] for o in outs]) for name in ("probs", "cam")}
+
+
+def _keras_outputs(model, images: np.ndarray) -> dict[str, np.ndarray]:
+    out = model.predict(images, batch_size=KERAS_BATCH, verbose=0)
+    return {name: np.asarray(out[name], np.float32) for name in ("probs", "cam")}
+
+
+def _write_selftest(folder: Path, runtime: LiteRTRuntime, size: int, n: int, normalisation: str) -> str:
+    rgb, masks, _ = synthetic_crops(n, size, SELFTEST_SEED)
+    out = _tflite_outputs(runtime, standardise(rgb, masks, normalisation))
+    path = folder / SELFTEST_FILE
+    tmp = folder / f".{SELFTEST_FILE}.tmp.npz"
+    np.savez_compressed(tmp, rgb=rgb, fov_mask=masks, probs=out["probs"], cam=out["cam"])
+    os.replace(tmp, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Swap ``staging`` in as ``final``; an existing ``final`` is kept until the new one is in place."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(model, options: ExportOptions, dataset=None, training_data: TrainingData | None = None,
+                  metrics: dict | None = None, source: str = "keras model") -> ExportResult:
+    """Export one Keras CAM model as a bundle ``<out_root>/<model_id>/``.
+
+    Args:
+        model: ``keras.Model`` with input (N, S, S, 3) float32 and outputs ``{"probs", "cam"}``.
+        options: :class:`ExportOptions`.
+        dataset: the run's training data (``trainer.input_pipeline.load_images``); None = synthetic images for
+            calibration and parity (recorded in the card).
+        training_data: the card's training-data summary (counts only); None = "unspecified".
+        metrics: evaluation metrics to carry in the card (e.g. DiaretDB1), key -> number or string.
+        source: what was exported (run name, checkpoint), for the card.
+
+    Returns:
+        :class:`ExportResult`.
+
+    Raises:
+        ExportError: conversion impossible (non-builtin op), or parity out of tolerance without ``force`` (the
+            model and its report are then left in ``<model_id>.rejected/``).
+    """
+    size = int(model.input_shape[1])
+    norm, fmt = options.normalisation, options.format
+    if dataset is not None:
+        held = dataset_images(dataset, "val", size, options.held_out_images, norm, seed=options.seed)
+        calib = dataset_images(dataset, "train", size, options.calibration_images, norm, seed=options.seed) \
+            if fmt == "int8" else None
+    else:
+        held = synthetic_images(options.synthetic_held_out, size, options.seed + 10_000, norm)
+        calib = synthetic_images(options.calibration_images, size, options.seed, norm) if fmt == "int8" else None
+    flatbuffer = convert_to_tflite(model, fmt, calib.images if calib is not None else None)
+    runtime = LiteRTRuntime(flatbuffer)
+    keras_out, tflite_out = _keras_outputs(model, held.images), _tflite_outputs(runtime, held.images)
+    chosen = choose_threshold(held.labels, tflite_out["probs"][:, 1], options.threshold_method,
+                              options.target_sensitivity)
+    report = parity_report(keras_out, tflite_out, held.labels, held.fov_masks, options.region_threshold,
+                           chosen["threshold"], options.region_normalisation)
+    report.update(model_id=options.model_id, format=fmt, source=held.source, runtime=runtime.backend,
+                  forced=bool(options.force and not report["passed"]))
+
+    out_root = Path(options.out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = out_root / f".{options.model_id}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    atomic_write_bytes(staging / MODEL_FILE, flatbuffer)
+    write_report(report, staging, keras_out, tflite_out)
+    if not report["passed"] and not options.force:
+        rejected = out_root / f"{options.model_id}.rejected"
+        _replace_folder(staging, rejected)
+        raise ExportError(f"The {fmt} model misses the parity tolerances ({'; '.join(report['failures'])}); see "
+                          f"{rejected / 'parity_report.md'}, export float16 instead, or pass --force to bundle it "
+                          "anyway.")
+    selftest_sha = _write_selftest(staging, runtime, size, options.selftest_images, norm)
+    prob_atol, cam_rtol = SELFTEST_TOLERANCES[fmt]
+    cells = size // 16
+    card = ModelCard(
+        id=options.model_id, format=fmt, sha256=hashlib.sha256(flatbuffer).hexdigest(),
+        input=InputSpec(size=size, shape=(1, size, size, 3), dtype=runtime.input.dtype.name, normalisation=norm,
+                        quantisation=_quant(runtime.input)),
+        outputs=tuple(OutputSpec(name=name, shape=shape, dtype=runtime.output(name).dtype.name,
+                                 quantisation=_quant(runtime.output(name)), description=text)
+                      for name, shape, text in (
+                          ("probs", (1, 2), "softmax over [non-referable, referable]"),
+                          ("cam", (1, cells, cells), "CAM of the referable class; cell i covers pixels 16i..16i+15"))),
+        cam_class=1, decision_threshold=chosen["threshold"],
+        threshold=Thresholds(method=chosen["method"], split=held.split or "synthetic",
+                             target_sensitivity=chosen["target_sensitivity"], sensitivity=chosen["sensitivity"],
+                             specificity=chosen["specificity"], n_images=len(held)),
+        region_threshold=options.region_threshold, region_normalisation=options.region_normalisation,
+        training_data=training_data or TrainingData(dataset="unspecified", image_size=size, n_train=None,
+                                                    n_validation=None, licence="unknown"),
+        representative_data=RepresentativeData(source=calib.source, n_images=len(calib), split=calib.split)
+        if calib is not None else None,
+        metrics={f"held_out_{held.source}_auc": report["auc_tflite"], **(metrics or {})},
+        parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
+        selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
+                          cam_rtol=cam_rtol),
+        code_version=code_version(), created=datetime.now(timezone.utc), source=source, licence=MODEL_LICENCE,
+    )
+    atomic_write_bytes(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
+    load_bundle(staging, run_selftest=True)  # the unit's own checks, before the bundle is published
+    final = out_root / options.model_id
+    _replace_folder(staging, final)
+    shutil.rmtree(out_root / f"{options.model_id}.rejected", ignore_errors=True)
+    return ExportResult(final, card, report)
+
+
+EYEPACS_TERMS = "EyePACS/Kaggle 2015 terms: non-commercial research use, no redistribution"
+
+
+def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, float | int | str | None]:
+    """Scalars of a nested metrics JSON as ``{"a.b.c": value}`` (lists and arrays are left out)."""
+    flat: dict = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[name] = value if not isinstance(value, bool) else int(value)
+    return flat
+
+
+def training_summary(dataset, size: int, licence: str | None = None) -> TrainingData:
+    """The card's training-data block from a ``trainer.input_pipeline.ImageSet`` (counts only, no file names)."""
+    summary = dataset.summary()
+    name = Path(str(summary["source"])).name or str(summary["source"])
+    if licence is None:
+        licence = EYEPACS_TERMS if "eyepacs" in name.lower() or "kaggle" in name.lower() else \
+            "see the PROVENANCE.md of the training data"
+    return TrainingData(
+        dataset=name, image_size=size, n_train=summary["train"]["images"], n_validation=summary["val"]["images"],
+        n_train_referable=summary["train"]["referable"], n_validation_referable=summary["val"]["referable"],
+        licence=licence, notes=f"patient-level split; {summary.get('skipped', 0)} unusable images skipped",
+    )
+
+
+def set_default_model(out_root: str | Path, model_id: str) -> Path:
+    """Designate ``model_id`` as the unit's default by writing it into ``<out_root>/DEFAULT`` (atomically)."""
+    from device.model_bundle import DEFAULT_FILE
+
+    root = Path(out_root)
+    if not (root / model_id / CARD_FILE).is_file():
+        raise ExportError(f"There is no bundle {root / model_id}; export it before making it the default.")
+    atomic_write_bytes(root / DEFAULT_FILE, f"{model_id}\n".encode())
+    return root / DEFAULT_FILE

@@ -1,0 +1,72 @@
+"""DESIGN.md §1 import rules: the unit never needs TensorFlow, Keras or the trainer; hardware libraries stay lazy."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "device": {"trainer", "tensorflow", "keras", "jax", "torch"},
+    "firmware_bridge": {"trainer", "device", "tensorflow", "keras", "jax", "torch"},
+}
+# Hardware and runtime libraries: only ever imported inside a function of their adapter module.
+LAZY_ONLY = {"picamera2", "serial", "ai_edge_litert", "tflite_runtime"}
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level package name, imported at module level?) for every import in a file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            found.append((name.split(".")[0], node.col_offset == 0))
+    return found
+
+
+def test_packages_do_not_import_forbidden_packages():
+    offences = []
+    for package, forbidden in FORBIDDEN.items():
+        for path in (REPO / package).rglob("*.py"):
+            if "firmware" in path.relative_to(REPO / package).parts[:1]:
+                continue  # MicroPython sources for the board, not host code
+            for name, _ in _imports(path):
+                if name in forbidden:
+                    offences.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not offences, offences
+
+
+def test_hardware_libraries_are_imported_lazily():
+    offences = []
+    for package in ("device", "firmware_bridge"):
+        for path in (REPO / package).rglob("*.py"):
+            if "firmware" in path.relative_to(REPO / package).parts[:1]:
+                continue
+            for name, top_level in _imports(path):
+                if name in LAZY_ONLY and top_level:
+                    offences.append(f"{path.relative_to(REPO)} imports {name} at module level")
+    assert not offences, offences
+
+
+def test_importing_every_unit_module_loads_no_heavy_library():
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import device, firmware_bridge\n"
+        "for pkg in (device, firmware_bridge):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if '.firmware' in m.name: continue\n"
+        "        importlib.import_module(m.name)\n"
+        "heavy = {'tensorflow', 'keras', 'trainer', 'jax', 'torch', 'serial', 'picamera2', 'ai_edge_litert', 'tflite_runtime'}\n"
+        "print(json.dumps(sorted(heavy & {k.split('.')[0] for k in sys.modules})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

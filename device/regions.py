@@ -184,7 +184,9 @@ def _label(heat: np.ndarray, low: float, high: float, threshold: float, connecti
         binary = np.full(heat.shape, 1 if threshold <= 0 else 0, np.uint8)
     else:  # threshold the raw map: no full-size normalised copy is needed (speed: a few ms at 1500x1152)
         binary = (heat >= np.float32(low + threshold * (high - low))).view(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=connectivity, ltype=cv2.CV_32S)
+    # BBDT (Grana) computes the statistics several times faster than OpenCV's default algorithm here
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, connectivity, cv2.CV_32S,
+                                                                       cv2.CCL_BBDT)
     regions = []
     for i in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[i, :5])
@@ -214,6 +216,31 @@ def regions_from_heat(heat01: np.ndarray, threshold: float = REGION_THRESHOLD,
     """
     arr = _check_map(heat01, "heat map")
     return _label(arr, 0.0, 1.0, threshold, connectivity, min_area, arr)
+
+
+def label_components(heat: np.ndarray, threshold: float = REGION_THRESHOLD,
+                     connectivity: int = DEFAULT_CONNECTIVITY, normalisation: Normalisation = "max",
+                     fixed_range: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The components of :func:`propose_regions` without per-region scores or boxes (fast path for sweeps).
+
+    Args:
+        heat: float32 (H, W) map in CAM units, already checked (finite) and masked.
+        threshold, connectivity, normalisation, fixed_range: as for :func:`propose_regions`.
+
+    Returns:
+        (labels int32 (H, W) with 0 = background, areas int64 (n,) with ``areas[i - 1]`` for label i).
+    """
+    if connectivity not in (4, 8):
+        raise ConfigError(f"Connectivity must be 4 or 8, got {connectivity}.")
+    low, high = _bounds(heat, normalisation, fixed_range)
+    if high <= low:
+        binary = np.full(heat.shape, 1 if threshold <= 0 else 0, np.uint8)
+    else:
+        binary = (heat >= np.float32(low + threshold * (high - low))).view(np.uint8)
+    n, labels = cv2.connectedComponents(binary, connectivity=connectivity, ltype=cv2.CV_32S)
+    if n <= 1:
+        return labels, np.zeros(0, np.int64)
+    return labels, np.bincount(labels.ravel(), minlength=n)[1:].astype(np.int64)
 
 
 def propose_regions(cam: np.ndarray, size: tuple[int, int] | None = None, threshold: float = REGION_THRESHOLD,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.regions import propose_regions
+from device.errors import ModelError
+from device.regions import label_components
 from trainer.evaluate.config import EvaluationConfig
 
 
@@ -88,7 +89,7 @@ class Match:
 
 
 def match_regions(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth, lesion_coverage: float = 0.5,
-                  fp_iou: float = 0.5, image_overlap: float = 0.5) -> Match:
+                  fp_iou: float = 0.5, image_overlap: float = 0.5, at_gt: np.ndarray | None = None) -> Match:
     """Apply the matching rules to one region label image.
 
     Args:
@@ -96,6 +97,7 @@ def match_regions(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth,
         region_areas: pixel count of each region, ``region_areas[i - 1]`` for label i (length n).
         gt: the lesions of one type in the same pixel grid.
         lesion_coverage, fp_iou, image_overlap: the rules' fractions (see the module docstring).
+        at_gt: the region label at each of ``gt.index`` if already gathered (speed), else read from ``labels``.
 
     Returns:
         :class:`Match` with all counts.
@@ -105,7 +107,7 @@ def match_regions(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth,
         return Match(0, n_p, 0, 0, n_p, n_p, False, False)
     if n_p == 0:
         return Match(n_g, 0, 0, 0, 0, 0, False, False)
-    at_gt = labels.ravel()[gt.index].astype(np.int64)
+    at_gt = (labels.ravel()[gt.index] if at_gt is None else at_gt).astype(np.int64)
     inter = np.bincount(at_gt * (n_g + 1) + gt.component, minlength=(n_p + 1) * (n_g + 1))
     inter = inter.reshape(n_p + 1, n_g + 1)[1:, 1:].astype(np.float64)  # (regions, lesions)
     areas_g = gt.areas.astype(np.float64)
@@ -171,29 +173,28 @@ def count_image(image_id: str, prob: float, heat: np.ndarray, lesion_masks: dict
     """
     thresholds = config.thresholds()
     gts = {t: GroundTruth.from_mask(m, config.connectivity) for t, m in lesion_masks.items()}
-    union = None
-    if config.fp_scope == "all_types" and lesion_masks:
-        union = GroundTruth.from_mask(np.logical_or.reduce(list(lesion_masks.values())), config.connectivity)
+    union = GroundTruth.from_mask(np.logical_or.reduce(list(lesion_masks.values())), config.connectivity)
+    # each type's pixels as positions inside the union's sorted pixel list: one gather per threshold serves all
+    where = {t: np.searchsorted(union.index, g.index) for t, g in gts.items()}
     counts = {t: {f: np.zeros(len(thresholds), np.int64) for f in FIELDS} for t in gts}
     if config.restrict_to_fov and fov_mask is not None:
         heat = np.where(fov_mask, heat, np.float32(0.0)).astype(np.float32)  # once, not once per threshold
+    heat = np.asarray(heat, np.float32)
+    if not np.all(np.isfinite(heat)):
+        raise ModelError(f"The heat map of {image_id} contains NaN or infinite values; check the model and its input.")
     for k, threshold in enumerate(thresholds):
-        props = propose_regions(heat, threshold=threshold, connectivity=config.connectivity,
-                                normalisation=config.normalisation, fixed_range=config.fixed_range,
-                                min_area=config.min_region_area)
-        areas = np.zeros(int(props.labels.max()) if props.regions else 0, np.int64)
-        for region in props.regions:
-            areas[region.label - 1] = region.area
-        labels = props.labels
-        if areas.size and (areas == 0).any():  # min_area removed some labels: compact them
-            keep = np.flatnonzero(areas) + 1
+        labels, areas = label_components(heat, threshold, config.connectivity, config.normalisation,
+                                         config.fixed_range)
+        if config.min_region_area > 1 and areas.size and (areas < config.min_region_area).any():
+            keep = np.flatnonzero(areas >= config.min_region_area) + 1
             remap = np.zeros(areas.size + 1, np.int32)
             remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
             labels, areas = remap[labels], areas[keep - 1]
         rules = (config.lesion_coverage, config.fp_iou, config.image_overlap)
-        shared = match_regions(labels, areas, union, *rules) if union is not None else None
+        at_union = labels.ravel()[union.index]
+        shared = match_regions(labels, areas, union, *rules, at_gt=at_union) if config.fp_scope == "all_types" else None
         for lesion_type, gt in gts.items():
-            m = match_regions(labels, areas, gt, *rules)
+            m = match_regions(labels, areas, gt, *rules, at_gt=at_union[where[lesion_type]])
             for f in FIELDS:
                 counts[lesion_type][f][k] = int(getattr(m, f))
             if shared is not None:  # class-agnostic regions: FP only when they match no lesion of any type

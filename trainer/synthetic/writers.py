@@ -26,15 +26,15 @@ from tqdm import tqdm
 
 from trainer.data import diaretdb1_layout as ddb
 from trainer.synthetic.experts import fuse_expert_map
-from trainer.synthetic.fundus import REFERENCE_RADIUS, generate_fundus
+from trainer.synthetic.fundus import REFERENCE_RADIUS, SyntheticFundus, generate_fundus
 
 JPEG_QUALITY = 90
 # Kaggle-like frames as (width / height, probability); 1.0 = square. Real Kaggle photographs are 4:3 and 3:2.
 KAGGLE_FRAMES = ((1.0, 0.4), (4 / 3, 0.35), (3 / 2, 0.25))
 KAGGLE_GRADE_PROBABILITIES = (0.4, 0.15, 0.25, 0.1, 0.1)
 SAME_GRADE_BOTH_EYES = 0.7  # probability that the second eye has the first eye's grade
-# DiaretDB1: 38 of 89 images have no lesion at 75 % confidence (DESIGN.md §2.4); 28 of 89 are in the train list.
-DIARETDB1_GRADE_PROBABILITIES = (0.4, 0.1, 0.3, 0.1, 0.1)
+# DiaretDB1: 28 of 89 images are in the train list. Grades follow the generator's default mix (40 % without
+# lesions; the real database has 38 of 89 without lesions at 75 % confidence, DESIGN.md §2.4).
 DIARETDB1_TRAIN_FRACTION = 28 / 89
 # The real FOV measured on fmask.tif (1500 x 1152 frame): centre (742.5, 575.5), radius 705 px.
 DIARETDB1_FOV = (742.5, 575.5, 705.0)
@@ -115,6 +115,21 @@ def write_kaggle_folder(
     return rows
 
 
+def diaretdb1_fov(width: int, height: int) -> tuple[float, float, float]:
+    """The real DiaretDB1 FOV (cx, cy, radius) scaled to a ``width`` x ``height`` frame."""
+    sx, sy = width / ddb.FRAME_WIDTH, height / ddb.FRAME_HEIGHT
+    return DIARETDB1_FOV[0] * sx, DIARETDB1_FOV[1] * sy, DIARETDB1_FOV[2] * min(sx, sy)
+
+
+def synthetic_diaretdb1_fundus(index: int, width: int = ddb.FRAME_WIDTH, height: int = ddb.FRAME_HEIGHT,
+                               seed: int = 0) -> SyntheticFundus:
+    """The photograph and exact masks behind image ``index`` (0-based) of :func:`write_diaretdb1_folder`.
+
+    Tests use it to compare what a reader loads with the exact ground truth.
+    """
+    return generate_fundus(_image_seed(seed, index), width=width, height=height, fov=diaretdb1_fov(width, height))
+
+
 def write_diaretdb1_folder(
     out_dir: str | Path,
     n_images: int = 89,
@@ -141,14 +156,12 @@ def write_diaretdb1_folder(
     if n_images < 2:
         raise ValueError(f"a DiaretDB1-like folder needs at least 2 images (train and test), got {n_images}")
     root = Path(out_dir) / ddb.V11_FOLDER
-    sx, sy = width / ddb.FRAME_WIDTH, height / ddb.FRAME_HEIGHT
-    fov = (DIARETDB1_FOV[0] * sx, DIARETDB1_FOV[1] * sy, DIARETDB1_FOV[2] * min(sx, sy))
+    fov = diaretdb1_fov(width, height)
     rng = np.random.default_rng([seed, 0xDB1])
     ids = [f"image{i + 1:03d}" for i in range(n_images)]
     fov_mask = None
     for i, image_id in enumerate(tqdm(ids, desc="synthetic DiaretDB1", unit="image", disable=not progress)):
-        grade = int(rng.choice(5, p=DIARETDB1_GRADE_PROBABILITIES))
-        f = generate_fundus(_image_seed(seed, i), width=width, height=height, grade=grade, fov=fov)
+        f = synthetic_diaretdb1_fundus(i, width, height, seed)
         fov_mask = f.fov_mask
         write_atomic(root / ddb.IMAGES_DIR / f"{image_id}.png", _encode(".png", f.image, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
         for lesion_type, folder in ddb.GROUNDTRUTH_FOLDERS.items():

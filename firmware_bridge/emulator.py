@@ -103,7 +103,7 @@ class Emulator:
         self.firmware_kwargs = firmware_kwargs
         self.boards: list[FakeBoard] = []  # one per boot
         self.cores: list[FirmwareCore] = []
-        self.hellos = 0
+        self.sessions = 0  # handshakes that started a new session, over all boots
         self.failed_events: list[tuple[object, str]] = []  # (event number, reason) over all boots
         self._pending_events: list[tuple[int, int]] = []
         self._lock = threading.RLock()
@@ -243,10 +243,10 @@ class Emulator:
         if data:
             if self.noise_in is not None:
                 data = self.noise_in.apply(data)
-            hellos = core.session
+            session = core.session
             core.feed(data)
-            if core.session != hellos:
-                self.hellos += 1
+            if core.session != session:
+                self.sessions += 1
         while self._pending_events and core.session is not None and core.channel.pending() < core.channel.queue_size:
             button, pressed = self._pending_events.pop(0)
             core.queue_button(button, pressed)

@@ -21,6 +21,7 @@ from firmware_bridge.session import HostSession
 LOG = logging.getLogger("firmware_bridge")
 READ_TIMEOUT_S = 0.01  # longest the thread sleeps in read(); timers are that fine. Commands wake it at once.
 EVENT_QUEUE_MAX = 1000  # events kept for a kiosk that stops polling (the oldest are dropped)
+CLOSE_FLUSH_S = 0.5  # close() lets queued commands (the last beep, "LEDs off") go out for this long
 
 
 def _ticks() -> int:
@@ -94,7 +95,11 @@ class SerialLink:
     def set_fixation(self, target: int) -> None:
         self.send_message(*C.fixation_message(target), state=True)
 
-    def close(self) -> None:
+    def close(self, flush_s: float = CLOSE_FLUSH_S) -> None:
+        """Stop the link; commands already queued get up to ``flush_s`` seconds to be confirmed first."""
+        deadline = time.monotonic() + flush_s
+        while self.connected and time.monotonic() < deadline and self._busy():
+            time.sleep(0.002)
         self._stop.set()
         self._wake()
         self._thread.join(timeout=2.0)
@@ -135,6 +140,10 @@ class SerialLink:
         return {"connections": self.connections, "good_frames": ch.decoder.good_frames,
                 "bad_frames": ch.decoder.bad_frames + ch.decoder.overflows, "resends": ch.resends,
                 "duplicates": ch.duplicates, "ping_rtts_ms": list(session.ping_rtts_ms)}
+
+    def _busy(self) -> bool:
+        session = self._session
+        return bool(self._commands) or (session is not None and session.channel.pending() > 0)
 
     # -- internals (lock held by callers of _set_outcome/_fail) ---------------------------------------------------
     def _set_outcome(self, ticket: int, text: str) -> None:
@@ -211,8 +220,10 @@ class SerialLink:
             except (serial.SerialException, OSError, ValueError) as exc:
                 failures += 1
                 if failures == 1:
-                    self._emit("error", f"Cannot open the microcontroller port {self.url} ({exc}): check the cable; "
-                                        f"retrying every {self.reconnect_interval_s:g} s.")
+                    why = "it does not exist" if "No such file" in str(exc) else str(exc)
+                    self._emit("error", f"Cannot open the microcontroller port {self.url} ({why}): check the USB "
+                                        f"cable and the link url in the config; retrying every "
+                                        f"{self.reconnect_interval_s:g} s.")
                 self._drain_unconnected()
                 self._stop.wait(self.reconnect_interval_s)
                 continue

@@ -58,6 +58,7 @@ class HostSession:
         self._ping_sent: dict[int, int] = {}
         self._silence_reported = False
         self._version_reported = False
+        self._echo_reported = False
         self._last_event_no: int | None = None
         self._noise = 0
         self._noise_since = now
@@ -130,6 +131,10 @@ class HostSession:
                     self.lose("the microcontroller restarted")
             elif msg_type == P.BUTTON:
                 self._on_button(payload)
+            elif msg_type in (P.HELLO, P.PING) and not self._echo_reported:
+                self._echo_reported = True  # only a host sends these: the line hands our own bytes back
+                self.emit("error", f"{self.port_name} echoes our own messages (a loopback or a terminal in echo "
+                                   f"mode), so it is not the microcontroller: check the link url.")
             elif msg_type == P.ERROR_REPORT:
                 text = payload[1:].decode("utf-8", "replace")
                 self.emit("error", f"The microcontroller reports error {payload[0]}: {text}.")

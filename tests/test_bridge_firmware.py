@@ -139,3 +139,113 @@ def test_board_layout_imports_flat_and_handshakes(tmp_path):
     out = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[2, 5] [('fixation', (2,))]"
+
+
+MICROPYTHON_SHIM = r'''
+import io, json, runpy, sys, types
+sys.path.insert(0, ".")
+sys.modules["firmware_bridge"] = None  # as on the board: the modules sit side by side
+import protocol as P
+
+LOG, CLOCK, LOOPS = [], [0], [0]
+
+class Pin:
+    IN, OUT, PULL_UP = 0, 1, 2
+    all = {}
+    def __init__(self, n, mode=None, pull=None, value=None):
+        self.n, self.v = n, (1 if mode == Pin.IN else (value or 0))
+        Pin.all[n] = self
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        LOG.append(("pin", self.n, v))
+    def toggle(self):
+        self.v ^= 1
+
+class PWM:
+    def __init__(self, pin):
+        self.pin = pin
+    def freq(self, f):
+        LOG.append(("freq", self.pin.n, f))
+    def duty_u16(self, d):
+        LOG.append(("duty", self.pin.n, d))
+
+class Timer:
+    ONE_SHOT = 0
+    def init(self, mode, period, callback):
+        LOG.append(("timer", period))
+        self.cb = callback
+
+class WDT:
+    def __init__(self, timeout):
+        LOG.append(("wdt", timeout))
+    def feed(self):
+        LOOPS[0] += 1
+        if LOOPS[0] == 100:
+            Pin.all[12].v = 0  # the capture button goes down
+        if LOOPS[0] == 300:
+            raise SystemExit(0)
+
+machine = types.ModuleType("machine")
+machine.Pin, machine.PWM, machine.Timer, machine.WDT = Pin, PWM, Timer, WDT
+micropython = types.ModuleType("micropython")
+micropython.kbd_intr = lambda c: LOG.append(("kbd_intr", c))
+fake_time = types.ModuleType("time")
+fake_time.ticks_ms = lambda: CLOCK[0]
+fake_time.ticks_diff = lambda a, b: a - b
+def sleep_ms(ms):
+    CLOCK[0] += ms
+fake_time.sleep_ms = sleep_ms
+
+host = b"".join([
+    P.encode_frame(P.HELLO, 0, bytes((P.PROTOCOL_VERSION,)) + P.u16(77)),
+    P.encode_frame(P.SET_LEDS, 1, bytes((P.LED_RED, 0)) + P.u16(1000)),
+    P.encode_frame(P.FLASH, 2, P.u16(120) + b"\xff"),
+    P.encode_frame(P.SET_FIXATION, 3, b"\x02"),
+    P.encode_frame(P.SET_ILLUMINATION, 4, b"\x80"),
+    P.encode_frame(P.BEEP, 5, P.u16(2700) + b"\x0a\x00"),
+])
+stdin = types.SimpleNamespace(buffer=io.BytesIO(host))
+out = io.BytesIO()
+class Poll:
+    def register(self, stream, mask):
+        pass
+    def poll(self, timeout):
+        return [1] if stdin.buffer.tell() < len(host) else []
+fake_select = types.ModuleType("select")
+fake_select.POLLIN, fake_select.poll = 1, Poll
+sys.modules.update(machine=machine, micropython=micropython, time=fake_time, select=fake_select)
+real_stdout = sys.stdout
+sys.stdin, sys.stdout = stdin, types.SimpleNamespace(buffer=out)
+try:
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit:
+    pass
+sys.stdout = real_stdout
+frames = [[t, s, p.hex()] for t, s, p in P.Decoder().feed(out.getvalue())]
+print(json.dumps({"frames": frames, "log": LOG}))
+'''
+
+
+def test_board_main_runs_on_micropython_shims(tmp_path):
+    """main.py (the pin layer) runs its loop against stand-ins for machine/select/time/USB CDC: pins follow commands."""
+    import json
+
+    for path in BOARD_FILES:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "shim.py").write_text(MICROPYTHON_SHIM)
+    out = subprocess.run([sys.executable, "-I", "shim.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    frames = [(t, s) for t, s, _ in result["frames"]]
+    assert frames[0] == (P.HELLO_REPLY, 0) and frames[1:6] == [(P.ACK, seq) for seq in range(1, 6)]
+    button = [bytes.fromhex(p) for t, _, p in result["frames"] if t == P.BUTTON]
+    assert [b[:4] for b in button] == [b"\x00\x01\x00\x01"]  # pressed, event 1
+    log = [tuple(x) for x in result["log"]]
+    assert ("kbd_intr", -1) in log and ("wdt", 2000) in log
+    assert ("pin", 15, 1) in log  # red LED
+    assert ("pin", 16, 1) in log and ("timer", 120) in log  # flash pulse timed by the hardware timer
+    assert ("pin", 19, 1) in log  # fixation target 2
+    assert ("duty", 17, 128 * 257) in log  # illumination PWM
+    assert ("freq", 11, 2700) in log and ("duty", 11, 32768) in log and ("duty", 11, 0) in log  # one chirp

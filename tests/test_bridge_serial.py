@@ -53,7 +53,7 @@ def test_handshake_reports_the_firmware(emu):
         assert kinds(events) == ["connected"]
         assert events[0].detail == ("pico-dr-unit firmware 1.0.0, protocol 1, capabilities "
                                     "button,leds,buzzer,illumination,flash,fixation")
-        assert emu.hellos == 1
+        assert emu.sessions == 1
     finally:
         lk.close()
 
@@ -117,7 +117,7 @@ def test_silent_microcontroller_is_reported_and_handshake_repeats(emu, link):
     link.flash(10)  # no exception, no blocking: reported as not connected
     emu.resume()
     assert wait_for(lambda: link.connected)
-    assert emu.hellos == 2
+    assert emu.sessions == 2
 
 
 def test_board_restart_without_unplug_is_detected_by_nak(emu, link):
@@ -140,6 +140,19 @@ def test_missing_port_is_an_event_not_an_exception(tmp_path):
         assert events[0].kind == "error" and "Cannot open the microcontroller port" in events[0].detail
         ticket = lk.send_message(*flash_message(5))
         assert wait_for(lambda: lk.outcome(ticket) == "failed: not connected")
+        assert not lk.connected
+    finally:
+        lk.close()
+
+
+def test_loopback_url_is_recognised_as_not_a_microcontroller():
+    lk = SerialLink("loop://", **FAST)
+    try:
+        events = []
+        assert wait_for(lambda: events.extend(lk.poll_events()) or events)
+        assert [(e.kind, e.detail) for e in events] == [
+            ("error", "loop:// echoes our own messages (a loopback or a terminal in echo mode), so it is not the "
+                      "microcontroller: check the link url.")]
         assert not lk.connected
     finally:
         lk.close()

@@ -39,13 +39,14 @@ def flash_args(i: int) -> tuple[int, int]:
 @pytest.mark.slow
 def test_soak_10k_each_way_with_corruption_and_drops_exactly_once_or_failed():
     noise_in, noise_out = LineNoise(CORRUPT_RATE, DROP_RATE, seed=11), LineNoise(CORRUPT_RATE, DROP_RATE, seed=12)
-    with Emulator(noise_in=noise_in, noise_out=noise_out, retry_ms=25, max_retries=6) as emu:
-        link = SerialLink(emu.port, retry_timeout_s=0.025, max_retries=6, handshake_timeout_s=0.05,
+    with Emulator(noise_in=noise_in, noise_out=noise_out, retry_ms=50, max_retries=8) as emu:
+        link = SerialLink(emu.port, retry_timeout_s=0.05, max_retries=8, handshake_timeout_s=0.05,
                           heartbeat_interval_s=0.2, silence_timeout_s=3.0, queue_size=SOAK_MESSAGES,
                           keep_outcomes=SOAK_MESSAGES)
         events = []
         try:
             assert wait_for(lambda: link.connected, 10, lambda: events.extend(link.poll_events()))
+            t0 = time.monotonic()
             tickets = [link.send_message(*flash_message(*flash_args(i))) for i in range(SOAK_MESSAGES)]
             emu.queue_events(SOAK_MESSAGES)
             done = wait_for(lambda: emu.events_pending() == 0 and
@@ -56,6 +57,9 @@ def test_soak_10k_each_way_with_corruption_and_drops_exactly_once_or_failed():
             events.extend(link.poll_events())
             assert done, "the soak did not finish in time"
             outcomes = [link.outcome(t) for t in tickets]
+            stats = link.stats()
+            print(f"soak: {time.monotonic() - t0:.1f} s, host {stats}, board resends {emu.core.channel.resends}, "
+                  f"noise in {noise_in.corrupted}/{noise_in.dropped}, out {noise_out.corrupted}/{noise_out.dropped}")
         finally:
             link.close()
     assert link.connections == 1 and "disconnected" not in [e.kind for e in events]
@@ -76,6 +80,7 @@ def test_soak_10k_each_way_with_corruption_and_drops_exactly_once_or_failed():
     lost_at_board = {n for n, _ in emu.failed_events if n is not None}
     assert set(numbers) | lost_at_board == set(range(1, SOAK_MESSAGES + 1))
     assert len(lost_at_board) < SOAK_MESSAGES // 100
+    print(f"soak: host->board failed {len(failed)}, board->host failed {len(lost_at_board)}")
 
     # The line really was noisy, and the errors were reported to the kiosk.
     assert noise_in.corrupted > 100 and noise_in.dropped > 100 and noise_out.corrupted > 100
@@ -86,7 +91,7 @@ def test_soak_10k_each_way_with_corruption_and_drops_exactly_once_or_failed():
 def test_unplug_mid_stream_reconnects_handshakes_again_and_sends_nothing_twice():
     with Emulator(retry_ms=30) as emu:
         link = SerialLink(emu.port, retry_timeout_s=0.03, handshake_timeout_s=0.05, heartbeat_interval_s=0.05,
-                          silence_timeout_s=1.0, reconnect_interval_s=0.05)
+                          silence_timeout_s=3.0, reconnect_interval_s=0.05)
         events = []
         try:
             assert wait_for(lambda: link.connected, 5, lambda: events.extend(link.poll_events()))
@@ -94,7 +99,11 @@ def test_unplug_mid_stream_reconnects_handshakes_again_and_sends_nothing_twice()
             tickets = []
             for duration in range(1, 301):
                 if duration == 100:
+                    # Messages 1..90 settle first, so whatever the machine's load, 91..99 are the ones in flight.
+                    assert wait_for(lambda: all(link.outcome(t) != "pending" for t in tickets[:90]), 10)
                     emu.unplug()
+                if duration == 101:
+                    assert wait_for(lambda: not link.connected, 5, lambda: events.extend(link.poll_events()))
                 if duration == 150:
                     emu.replug(reboot=True)
                     assert wait_for(lambda: link.connected, 5, lambda: events.extend(link.poll_events()))
@@ -109,7 +118,7 @@ def test_unplug_mid_stream_reconnects_handshakes_again_and_sends_nothing_twice()
     kinds = [e.kind for e in events]
     assert kinds.count("connected") == 2 and kinds.count("disconnected") == 1
     assert kinds.index("disconnected") < len(kinds) - 1 - kinds[::-1].index("connected")
-    assert link.connections == 2 and emu.hellos == 2 and len(emu.cores) == 2
+    assert link.connections == 2 and emu.sessions == 2 and len(emu.cores) == 2
     assert emu.cores[1].session is not None  # the rebooted board was handshaken with again
 
     fired = [duration for b in emu.boards for _, duration in b.flashes]
@@ -117,7 +126,7 @@ def test_unplug_mid_stream_reconnects_handshakes_again_and_sends_nothing_twice()
     delivered = {i + 1 for i, o in enumerate(outcomes) if o == "delivered"}
     failed = {i + 1 for i, o in enumerate(outcomes) if o.startswith("failed")}
     assert delivered | failed == set(range(1, 301)) and delivered <= set(fired)
-    assert set(range(1, 99)) <= delivered  # before the unplug
+    assert set(range(1, 91)) <= delivered  # before the unplug
     assert set(range(150, 301)) <= delivered  # after the reconnection
     assert all(d not in fired for d in range(101, 150))  # nothing sent while unplugged was replayed later
     # The LED state was restored on the rebooted board (a new message, not a replay of the old one).

@@ -121,5 +121,6 @@ def test_exactly_once_or_failed_both_ways_over_a_noisy_line():
         assert set(sender.ch.delivered) <= set(got)  # confirmed means delivered
         assert set(got) | failed == set(range(3000))  # every message delivered or reported failed
         assert got == sorted(got)  # stop-and-wait keeps order
-        assert len(failed) < 30
+        assert 0 < len(failed) < 60  # the "reported failed" path is exercised too (seeded: ~20 each way)
+        assert receiver.ch.duplicates > 100  # lost ACKs caused resends that were not delivered twice
     assert noise_ab.corrupted > 100 and noise_ba.dropped > 100

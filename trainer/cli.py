@@ -91,6 +91,34 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
         click.echo(f"wrote {len(ids)} DiaretDB1-layout images to {diaretdb1_out}")
 
 
+@cli.command("evaluate")
+@click.option("--model", required=True, help="Run folder (runs/<name>), model bundle (models/<id>) or 'oracle'.")
+@click.option("--data", "data_root", default="../shared/data/diaretdb1", show_default=True,
+              type=click.Path(file_okay=False), help="Folder holding diaretdb1_v_1_1/ (real or synthetic).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Protocol setting, e.g. --set connectivity=4 --set n_bootstrap=500 (docs/evaluation.md).")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Weights of a run folder.")
+@click.option("--overlays", "n_overlays", default=6, show_default=True, type=click.IntRange(0, 89),
+              help="Number of Fig.-2-like overlay images (never commit overlays of licensed photographs).")
+@click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
+def evaluate_cmd(model: str, data_root: str, out_dir: str, overrides: tuple[str, ...], which: str, n_overlays: int,
+                 image_ids: str | None) -> None:
+    """Evaluate a model on DiaretDB1: AUC, image- and lesion-level sensitivity, FROC, report (docs/evaluation.md)."""
+    from device.errors import ScreeningError
+    from trainer.evaluate.runner import run_evaluation, summary_lines
+
+    try:
+        ids = [i.strip() for i in image_ids.split(",") if i.strip()] if image_ids else None
+        result = run_evaluation(model, data_root, out_dir, overrides, which, n_overlays, ids)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in summary_lines(result.metrics):
+        click.echo(line)
+    click.echo(f"report: {result.out_dir / 'report.md'}")
+
+
 def main() -> None:
     """Entry point of ``python -m trainer``."""
     cli()

@@ -7,6 +7,8 @@ Run: ``python bench/bench_bridge.py [--n 1000]``. Cases:
   (kernel tty layer + thread wake-ups, no protocol logic).
 * ``pty command -> ACK``: ``SerialLink.send_message`` (a FLASH) to the emulated firmware and back to
   "delivered": the whole stack the kiosk uses (driver thread, transport, firmware core, emulator thread).
+* ``socket:// command -> ACK``: the same over pyserial's TCP URL to the emulator on 127.0.0.1 (no
+  ``cancel_read`` there, so a queued command waits for the driver's 10 ms read timeout).
 
 Ratios are to the loop:// case. Numbers depend on the machine's load: compare rows of one run, not runs.
 """
@@ -80,8 +82,8 @@ def bench_pty_echo(n: int) -> list[float]:
         os.close(slave)
 
 
-def bench_pty_command(n: int) -> list[float]:
-    with Emulator() as emu:
+def bench_pty_command(n: int, tcp: bool = False) -> list[float]:
+    with Emulator(tcp=tcp) as emu:
         link = SerialLink(emu.port, heartbeat_interval_s=5.0, silence_timeout_s=30.0, keep_outcomes=n + 10)
         try:
             end = time.monotonic() + 10
@@ -108,16 +110,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="round trips per case")
     args = parser.parse_args()
     cases = [("loop:// frame echo", bench_loop), ("pty frame echo", bench_pty_echo),
-             ("pty command -> ACK (driver + emulated firmware)", bench_pty_command)]
+             ("pty command -> ACK (driver + emulated firmware)", bench_pty_command),
+             ("socket:// command -> ACK (driver + emulated firmware)", lambda n: bench_pty_command(n, tcp=True))]
     rows = []
     for name, fn in cases:
         fn(min(20, args.n))  # warm-up
         rows.append((name, *_percentiles(fn(args.n))))
     base = rows[0][1]
     print(f"round trips per case: {args.n}; frame {len(FRAME)} bytes on the wire")
-    print(f"{'case':<50} {'median ms':>10} {'p99 ms':>10} {'median / loop://':>17}")
+    print(f"{'case':<54} {'median ms':>10} {'p99 ms':>10} {'median / loop://':>17}")
     for name, median, p99 in rows:
-        print(f"{name:<50} {median:>10.3f} {p99:>10.3f} {median / base:>16.1f}x")
+        print(f"{name:<54} {median:>10.3f} {p99:>10.3f} {median / base:>16.1f}x")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import select
+import socket
 import tempfile
 import threading
 import time
@@ -87,16 +88,17 @@ class LineNoise:
 
 
 class Emulator:
-    """A microcontroller on a pty, served by a background thread.
+    """A microcontroller on a pty (or a TCP socket), served by a background thread.
 
     Args:
         link_dir: folder for the stable symlink ``port`` (a temporary folder by default).
+        tcp: serve on 127.0.0.1 instead of a pty; ``port`` is then a ``socket://`` URL (one host at a time).
         noise_in / noise_out: ``LineNoise`` for host->board and board->host bytes (None: a clean line).
         firmware_kwargs: passed to ``FirmwareCore`` (``retry_ms``, ``max_retries``, ``queue_size``).
     """
 
     def __init__(self, link_dir: str | None = None, noise_in: LineNoise | None = None,
-                 noise_out: LineNoise | None = None, **firmware_kwargs) -> None:
+                 noise_out: LineNoise | None = None, tcp: bool = False, **firmware_kwargs) -> None:
         self._tmp = None if link_dir else tempfile.TemporaryDirectory(prefix="mcu-emulator-")
         self.port = os.path.join(link_dir or self._tmp.name, "ttyMCU")
         self.noise_in, self.noise_out = noise_in, noise_out
@@ -108,6 +110,9 @@ class Emulator:
         self._pending_events: list[tuple[int, int]] = []
         self._lock = threading.RLock()
         self._master = self._slave = None
+        self._tcp = tcp
+        self._listener: socket.socket | None = None
+        self._conn: socket.socket | None = None
         self._stop = threading.Event()
         self._hung = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,6 +128,13 @@ class Emulator:
     def unplug(self) -> None:
         """Pull the cable: close the pty (the host sees an I/O error) and remove the by-id style link."""
         with self._lock:
+            if self._tcp:
+                for sock in (self._conn, self._listener):
+                    if sock is not None:
+                        sock.close()
+                self._conn = self._listener = None
+                self._master = None
+                return
             for fd in (self._master, self._slave):
                 if fd is not None:
                     os.close(fd)
@@ -133,8 +145,18 @@ class Emulator:
     def replug(self, reboot: bool = True) -> None:
         """Plug the cable back in: a new pty behind the same link; ``reboot`` starts a fresh firmware."""
         with self._lock:
-            if self._master is not None:
+            if self._master is not None or self._listener is not None:
                 self.unplug()
+            if reboot or not self.cores:
+                board = FakeBoard()
+                self.boards.append(board)
+                self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
+            if self._tcp:
+                old = int(self.port.rsplit(":", 1)[1]) if self.port.startswith("socket://") else 0
+                self._listener = socket.create_server(("127.0.0.1", old))  # SO_REUSEADDR: same port after replug
+                self._listener.setblocking(False)
+                self.port = "socket://127.0.0.1:%d" % self._listener.getsockname()[1]
+                return
             master, slave = os.openpty()
             tty.setraw(slave)  # no echo, no line editing, no CR/LF translation: a binary line like USB CDC
             os.set_blocking(master, False)
@@ -144,10 +166,6 @@ class Emulator:
             os.symlink(os.ttyname(slave), tmp)
             os.replace(tmp, self.port)
             self._master, self._slave = master, slave
-            if reboot or not self.cores:
-                board = FakeBoard()
-                self.boards.append(board)
-                self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
 
     def reboot(self) -> None:
         """Restart the firmware (watchdog reset) without touching the cable: the new boot has no session."""
@@ -219,6 +237,9 @@ class Emulator:
     # -- the firmware main loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._tcp and self._conn is None and self._listener is not None:
+                self._accept()
+                continue
             master = self._master
             if master is None or self._hung.is_set():
                 time.sleep(TICK_S)
@@ -232,6 +253,20 @@ class Emulator:
                     continue
                 self._step(master, bool(ready))
 
+    def _accept(self) -> None:
+        listener = self._listener
+        try:
+            if select.select([listener], [], [], TICK_S)[0]:
+                conn, _ = listener.accept()
+            else:
+                return
+        except (OSError, ValueError):  # closed by unplug() in between
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._conn, self._master = conn, conn.fileno()
+
     def _step(self, master: int, readable: bool) -> None:
         core = self.core
         data = b""
@@ -240,6 +275,10 @@ class Emulator:
                 data = os.read(master, 4096)
             except OSError:
                 data = b""
+            if self._tcp and not data:  # the host closed the socket: wait for the next one
+                self._conn.close()
+                self._conn = self._master = None
+                return
         if data:
             if self.noise_in is not None:
                 data = self.noise_in.apply(data)

@@ -156,3 +156,19 @@ def test_loopback_url_is_recognised_as_not_a_microcontroller():
         assert not lk.connected
     finally:
         lk.close()
+
+
+def test_socket_url_works_like_a_serial_port():
+    with Emulator(tcp=True) as emu:
+        assert emu.port.startswith("socket://127.0.0.1:")
+        lk = SerialLink(emu.port, **FAST)
+        try:
+            assert wait_for(lambda: lk.connected)
+            lk.flash(33)
+            assert wait_for(lambda: emu.board.flashes == [(255, 33)])
+            emu.unplug()
+            assert wait_for(lambda: not lk.connected)
+            emu.replug()
+            assert wait_for(lambda: lk.connected) and lk.connections == 2
+        finally:
+            lk.close()

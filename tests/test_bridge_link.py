@@ -83,3 +83,17 @@ def test_config_defaults_and_errors_name_the_field():
         parse_link_config({"type": "serial", "url": "loop://", "retry_timeout_s": 0})
     with pytest.raises(LinkConfigError, match="field 'type' is invalid"):
         parse_link_config({"type": "usb"})
+
+
+def test_bridge_imports_neither_device_trainer_nor_pyserial_until_a_serial_link_opens():
+    import subprocess
+    import sys
+
+    code = ("import sys, firmware_bridge.link, firmware_bridge.config, firmware_bridge.protocol, "
+            "firmware_bridge.transport, firmware_bridge.session, firmware_bridge.commands, firmware_bridge.emulator, "
+            "firmware_bridge.serial_link\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'device', 'trainer', 'serial', 'tensorflow', "
+            "'keras'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

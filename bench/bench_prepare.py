@@ -8,7 +8,9 @@ core for preprocessing into the cache, for reading the cache, and for reading + 
 the training input pipeline, ``trainer.input_pipeline.BatchSequence``), with the ratio to the target of
 >= 1,000 images/s on a 16-core server (DESIGN.md §5, issue 3), i.e. 62.5 images/s per core. A second table
 compares the cache codec with the alternatives on the same crops (the measurement behind trainer/cache.py).
-Reads hit the page cache (the files were just written): this is the CPU cost; disk bandwidth comes on top.
+Rates per core are images per CPU-second (this process's threads plus the worker processes), so they hold on a
+busy shared machine; the wall-clock rate is printed beside them. Reads hit the page cache (the files were just
+written): this is the CPU cost; disk bandwidth comes on top.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # o
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import resource  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
@@ -40,31 +43,38 @@ MIN_SECONDS = 1.0  # repeat read measurements until they last this long
 KAGGLE_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eyepacs_kaggle_sample"
 
 
-def _timed_prepare(source: Path, out: Path, workers: int, **kwargs) -> tuple[float, int]:
-    start = time.perf_counter()
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (the prepare worker pool)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _timed_prepare(source: Path, out: Path, workers: int, **kwargs) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds) of one prepare run."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
     summary = prepare(PrepareConfig(source=source, out=out, size=SIZE, workers=workers, progress=False, **kwargs))
-    return time.perf_counter() - start, summary["images"] + summary["skipped"]
+    return summary["images"] + summary["skipped"], time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def _rate(work, n_per_call: int) -> float:
-    """Images/s of ``work()`` (which handles ``n_per_call`` images), repeated for at least MIN_SECONDS."""
+def _rate(work, n_per_call: int) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds) of ``work()`` (``n_per_call`` images) repeated >= MIN_SECONDS."""
     work()  # warm-up
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < MIN_SECONDS or calls < 3:
+    calls, wall, cpu = 0, time.perf_counter(), _cpu_seconds()
+    while time.perf_counter() - wall < MIN_SECONDS or calls < 3:
         work()
         calls += 1
-    return calls * n_per_call / elapsed
+    return calls * n_per_call, time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def _read_rows(cache: TrainingCache, label: str, threads: int) -> list[tuple[str, float, float]]:
+def _read_rows(cache: TrainingCache, label: str, threads: int) -> list[tuple[str, int, float, float]]:
     ids = [r.image_id for r in cache.records()]
     rows = [
-        (f"{label}: read one by one", _rate(lambda: [cache.read(i) for i in ids], len(ids)), 1),
-        (f"{label}: read_many, 1 thread", _rate(lambda: cache.read_many(ids), len(ids)), 1),
-        (f"{label}: read_many + standardise", _rate(lambda: standardise(*cache.read_many(ids)), len(ids)), 1),
+        (f"{label}: read one by one", *_rate(lambda: [cache.read(i) for i in ids], len(ids))),
+        (f"{label}: read_many", *_rate(lambda: cache.read_many(ids), len(ids))),
+        (f"{label}: read_many + standardise", *_rate(lambda: standardise(*cache.read_many(ids)), len(ids))),
     ]
     if threads > 1:
-        rows.append((f"{label}: read_many, {threads} threads", _rate(lambda: cache.read_many(ids, workers=threads), len(ids)), threads))
+        rows.append((f"{label}: read_many, {threads} threads", *_rate(lambda: cache.read_many(ids, workers=threads), len(ids))))
     return rows
 
 
@@ -99,7 +109,8 @@ def _codec_rows(cache: TrainingCache) -> list[tuple[str, float, float]]:
         blobs = [encode(rgb, mask) for rgb, mask in crops]
         encode_ms = (time.perf_counter() - start) / len(crops) * 1000
         kib = sum(len(b) for b in blobs) / len(blobs) / 1024
-        rows.append((name, _rate(lambda: [decode(b) for b in blobs], len(blobs)), kib, encode_ms))
+        n, _, cpu = _rate(lambda: [decode(b) for b in blobs], len(blobs))
+        rows.append((name, n / cpu, kib, encode_ms))
     return rows
 
 
@@ -111,35 +122,35 @@ def main() -> None:
     parser.add_argument("--kaggle", type=Path, default=KAGGLE_SAMPLE, help="Kaggle sample folder (skipped if absent)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    rows: list[tuple[str, float, float]] = []  # (case, images/s measured, cores used)
+    rows: list[tuple[str, int, float, float]] = []  # (case, images, wall s, CPU s)
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         tmp_path = Path(tmp)
         start = time.perf_counter()
         write_kaggle_folder(tmp_path / "synthetic", max(1, args.n // 2), size=args.height, seed=0)
         print(f"(generated {args.n} synthetic photographs of height {args.height} px in {time.perf_counter() - start:.1f} s)")
-        seconds, n = _timed_prepare(tmp_path / "synthetic", tmp_path / "cache1", workers=1)
-        rows.append((f"prepare synthetic h={args.height}, 1 process", n / seconds, 1))
+        rows.append((f"prepare synthetic h={args.height}, 1 process",
+                     *_timed_prepare(tmp_path / "synthetic", tmp_path / "cache1", workers=1)))
         if args.workers > 1:
-            seconds, n = _timed_prepare(tmp_path / "synthetic", tmp_path / "cacheN", workers=args.workers)
-            rows.append((f"prepare synthetic, {args.workers} processes", n / seconds, args.workers))
+            rows.append((f"prepare synthetic, {args.workers} processes",
+                         *_timed_prepare(tmp_path / "synthetic", tmp_path / "cacheN", workers=args.workers)))
         synthetic = TrainingCache.open(tmp_path / "cache1")
         rows += _read_rows(synthetic, "synthetic cache", args.workers)
         kaggle = None
         if (args.kaggle / "sample").is_dir():
-            seconds, n = _timed_prepare(args.kaggle, tmp_path / "kaggle", workers=1, images_dir="sample")
-            rows.append(("prepare 10 Kaggle originals, 1 process", n / seconds, 1))
+            rows.append(("prepare 10 Kaggle originals, 1 process",
+                         *_timed_prepare(args.kaggle, tmp_path / "kaggle", workers=1, images_dir="sample")))
             kaggle = TrainingCache.open(tmp_path / "kaggle")
             rows += _read_rows(kaggle, "Kaggle cache", args.workers)
-        print(f"\n{'case (512 px cache)':44s} {'images/s':>9s} {'per core':>9s} {'per core / 62.5':>16s}")
-        for name, rate, cores in rows:
-            per_core = rate / cores
+        print(f"\n{'case (512 px cache)':42s} {'img/s wall':>10s} {'img/s per CPU-s':>16s} {'per core / 62.5':>16s}")
+        for name, n, wall, cpu in rows:
+            per_core = n / cpu
             ratio = f"{per_core / PER_CORE_TARGET:16.2f}" if "prepare" not in name else f"{'-':>16s}"
-            print(f"{name:44s} {rate:9.1f} {per_core:9.1f} {ratio}")
+            print(f"{name:42s} {n / wall:10.1f} {per_core:16.1f} {ratio}")
         codec_source = kaggle or synthetic
-        print(f"\ncodec on the {'Kaggle' if kaggle else 'synthetic'} 512 px crops, 1 core   "
-              f"{'decode img/s':>12s} {'KiB/image':>10s} {'encode ms':>10s}")
+        print(f"\ncodec on the {'Kaggle' if kaggle else 'synthetic'} 512 px crops   "
+              f"{'decode img/s per CPU-s':>22s} {'KiB/image':>10s} {'encode ms':>10s}")
         for name, rate, kib, encode_ms in _codec_rows(codec_source):
-            print(f"{name:48s} {rate:12.1f} {kib:10.1f} {encode_ms:10.1f}")
+            print(f"{name:42s} {rate:22.1f} {kib:10.1f} {encode_ms:10.1f}")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,7 @@ class TrainingCache:
                          for r in manifest["records"]]
         self._files = {r["image_id"]: path / r["file"] for r in manifest["records"]}
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_workers = 0
 
     @classmethod
     def open(cls, path: str | Path, verify_source: bool | None = None) -> TrainingCache:
@@ -289,8 +290,11 @@ class TrainingCache:
             rgb[i], mask[i] = self._decode(image_ids[i])
 
         if workers > 0 and n > 1:
-            if self._pool is None or self._pool._max_workers != workers:  # noqa: SLF001 - resize on demand
+            if self._pool is None or self._pool_workers != workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
                 self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache-read")
+                self._pool_workers = workers
             list(self._pool.map(fill, range(n)))
         else:
             for i in range(n):

@@ -96,6 +96,8 @@ def prepare(config: PrepareConfig) -> dict:
         manifest = _manifest(config, dataset, images, splits, done, time.perf_counter() - started, len(tasks))
         _write_skipped(out / SKIPPED_CSV, manifest["skipped"])
         atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+        if tasks:  # one line per image again (re-runs append the redone ones)
+            atomic_write_bytes(out / JOURNAL, "".join(json.dumps(e) + "\n" for e in done.values()).encode("utf-8"))
     return TrainingCache.open(out, verify_source=True).summary()
 
 
@@ -174,7 +176,7 @@ def _run(tasks: list[Task], journal: Path, workers: int, progress: bool) -> dict
     n_workers = min(workers or os.cpu_count() or 1, len(tasks))
     results: dict[str, dict] = {}
     bar = tqdm(total=len(tasks), unit="img", desc="prepare", disable=not progress, smoothing=0.05)
-    last_sync = time.monotonic()
+    last_sync, skipped = time.monotonic(), 0
     with open(journal, "a", encoding="utf-8") as log:
         pool = None
         if n_workers > 1:
@@ -195,7 +197,8 @@ def _run(tasks: list[Task], journal: Path, workers: int, progress: bool) -> dict
                 results[entry["image_id"]] = entry
                 bar.update(1)
                 if entry["status"] == "skipped":
-                    bar.set_postfix(skipped=sum(e["status"] == "skipped" for e in results.values()))
+                    skipped += 1
+                    bar.set_postfix(skipped=skipped)
             os.fsync(log.fileno())
         finally:
             bar.close()

@@ -75,9 +75,16 @@ def froc_bootstrap(detected: np.ndarray, false_positives: np.ndarray, n_lesions:
     """
     if idx.size == 0 or int(np.sum(n_lesions)) == 0:
         return None, None
+    # the same curve construction as froc_curve, on all resamples at once (sums over the resampled images)
+    n_img = idx.shape[1]
+    totals = n_lesions[idx].sum(axis=1).astype(np.float64)
+    fp = np.concatenate([np.zeros((len(idx), 1)), false_positives[idx].sum(axis=1) / n_img], axis=1)
+    det = np.concatenate([np.zeros((len(idx), 1)), detected[idx].sum(axis=1).astype(np.float64)], axis=1)
+    sens = det / np.where(totals > 0, totals, 1.0)[:, None]
     at_rate, scores = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
-    for b, sample in enumerate(idx):
-        curve = froc_curve(detected[sample], false_positives[sample], n_lesions[sample])
-        if curve.n_lesions:
-            at_rate[b], scores[b] = curve.sensitivity_at(report_rate), curve.score(rates)
+    query = np.asarray((report_rate, *rates), np.float64)
+    for b in np.flatnonzero(totals > 0):
+        order = np.lexsort((sens[b], fp[b]))
+        values = np.interp(query, fp[b][order], np.maximum.accumulate(sens[b][order]))
+        at_rate[b], scores[b] = values[0], values[1:].mean()
     return percentile_ci(at_rate), percentile_ci(scores)

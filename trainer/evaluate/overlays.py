@@ -72,13 +72,13 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, lesion_masks: dict[str, np
     alpha = (np.clip((heat01 - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1) * HEAT_ALPHA)[..., None]
     blended = (photo * (1 - alpha) + colour * alpha).astype(np.uint8)
     truth = photo.copy()
+    _outline(blended, props.union_mask(), REGION_COLOUR, 3)  # regions first, so the thin GT stays visible on top
     for lesion_type, m in lesion_masks.items():
         col = TYPE_COLOURS.get(lesion_type, (255, 128, 0))
         _outline(truth, m, col, 2)
         _outline(blended, m, col, 1)
-    _outline(blended, props.union_mask(), REGION_COLOUR, 2)
 
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size[0] / 100, size[1] / 100 + 0.9), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size[0] / 100, size[1] / 100 + 1.1), dpi=100)
     axes[0].imshow(truth)
     axes[0].set_title("photograph with expert ground truth (>= 75 %)", fontsize=9)
     axes[1].imshow(blended)
@@ -93,7 +93,7 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, lesion_masks: dict[str, np
     handles.append(Line2D([], [], color="red", lw=6, alpha=0.6, label="heat map (jet: blue low, red high)"))
     leg = fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=True)
     leg.get_frame().set_facecolor("0.85")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.14, wspace=0.02)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.91, bottom=0.12, wspace=0.02)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)

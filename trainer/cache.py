@@ -11,12 +11,12 @@ Layout of a cache folder::
 Each ``.drc`` file holds one preprocessed image: an 8-byte header (magic ``DRC1``, size as two uint16) and one
 zlib stream (level 1) of the uint8 RGB crop followed by the bit-packed FOV mask. The crop is stored, not the
 standardised floats: the pipeline applies ``device.preprocess.standardise``. Why this codec (measured with
-``bench/bench_prepare.py`` on 512 px crops of the real Kaggle photographs, one core of the shared dev machine):
-raw bytes 800 KiB per image; zlib level 1 about 440 KiB and about 320 images/s to decode; PNG (RGB, level 1)
-about 335 KiB and about 230 images/s; lossless WebP smaller but about 10x slower to write. zlib-1 is the fastest
-lossless decoder at about half the raw size, its Adler-32 checksum catches damaged files, and ``zlib`` releases
-the GIL, so ``read_many`` scales with threads. The goal (DESIGN.md §5) is >= 1,000 images/s on 16 cores,
-i.e. >= 65 images/s per core.
+``bench/bench_prepare.py`` on 512 px crops of the real Kaggle photographs, images per CPU-second): raw bytes
+800 KiB per image; zlib level 1 about 445 KiB and about 330 images/s to decode (level 6: same speed, slower to
+write); PNG (RGB, level 1) about 330 KiB and about 210 images/s; lossless WebP smaller but about 10x slower to
+write. zlib-1 is the fastest lossless decoder at about half the raw size, its Adler-32 checksum catches damaged
+files, and ``zlib`` releases the GIL, so ``read_many`` scales with threads. The goal (issue 3, DESIGN.md §5) is
+>= 1,000 images/s on 16 cores, i.e. >= 62.5 images/s per core.
 """
 
 from __future__ import annotations

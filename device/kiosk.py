@@ -33,28 +33,36 @@ BEEP = {Verdict.REFERABLE: "attention", Verdict.NON_REFERABLE: "ok", Verdict.UNG
 
 
 class KeyboardTrigger:
-    """Non-blocking keyboard commands from a stream (stdin): Enter = capture, 'n' = next patient, 'q' = quit."""
+    """Non-blocking keyboard commands from a stream (stdin): Enter = capture, 'n' = next patient, 'q' = quit.
+
+    Reads the file descriptor directly (not the buffered text layer), so lines typed or pasted together are all
+    seen, one command each.
+    """
+
+    COMMANDS = {"": "capture", "c": "capture", "n": "next", "q": "quit"}
 
     def __init__(self, stream: IO | None) -> None:
         self.stream = stream
+        self._pending = ""
 
     def poll(self) -> list[str]:
-        """Return the commands typed since the last call: 'capture', 'next', 'quit'."""
+        """Return the commands typed since the last call: 'capture', 'next', 'quit' (unknown words are ignored)."""
         if self.stream is None:
             return []
         try:
-            ready, _, _ = select.select([self.stream], [], [], 0)
+            fd = self.stream.fileno()
+            ready, _, _ = select.select([fd], [], [], 0)
+            data = os.read(fd, 4096) if ready else None
         except (OSError, ValueError):
             self.stream = None
             return []
-        if not ready:
-            return []
-        line = self.stream.readline()
-        if line == "":  # end of input: behave as if 'q' was typed
+        if data == b"":  # end of input (stdin is /dev/null under systemd): the button stays the trigger
             self.stream = None
-            return ["quit"]
-        word = line.strip().lower()
-        return {"": ["capture"], "c": ["capture"], "n": ["next"], "q": ["quit"]}.get(word, [])
+            self._pending += "\n" if self._pending else ""
+        elif data:
+            self._pending += data.decode("utf-8", errors="ignore")
+        *lines, self._pending = self._pending.split("\n")
+        return [self.COMMANDS[w] for w in (line.strip().lower() for line in lines) if w in self.COMMANDS]
 
 
 @dataclass
@@ -255,7 +263,8 @@ class Kiosk:
                     self._stop = True
                     break
                 if command == "next":
-                    self.finish_patient()
+                    if self.eyes or self.attempt > 1:  # nothing to skip on a fresh patient: keep the id
+                        self.finish_patient()
                 elif command == "capture":
                     try:
                         self.screen_once()

@@ -98,25 +98,32 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
     else:
         crop, mask, _ = crop_to_fov(rgb, fov, GATE_SIZE)
     disc_area = np.pi * (GATE_SIZE / 2) ** 2
-    luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    inside = luma[mask]
-    if inside.size == 0:
+    m8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    n = cv2.countNonZero(m8)
+    if n == 0:
         return {"centre_offset": 9.0, "coverage": 0.0, "mean_luma": 0.0, "contrast": 0.0, "focus": 0.0,
                 "glare": 0.0, "red_clipped": 0.0}
-    mean = float(inside.mean())
-    inner = cv2.erode(mask.astype(np.uint8), np.ones((2 * EDGE_ERODE_PX + 1,) * 2, np.uint8)).astype(bool)
-    green = crop[..., 1].astype(np.float32)
-    lap = cv2.Laplacian(cv2.GaussianBlur(green, (0, 0), FOCUS_DENOISE_SIGMA), cv2.CV_32F, ksize=1)
-    lap_in = lap[inner] if inner.any() else lap[mask]
-    green_var = max(float(green[mask].var()), 1.0)
+    # OpenCV's masked statistics: the same numbers as numpy on the masked pixels, several times faster.
+    luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    (mean,), (std,) = (v.ravel() for v in cv2.meanStdDev(luma, mask=m8))
+    inner = cv2.erode(m8, np.ones((2 * EDGE_ERODE_PX + 1,) * 2, np.uint8))
+    if not cv2.countNonZero(inner):
+        inner = m8
+    green = crop[..., 1]
+    lap = cv2.Laplacian(cv2.GaussianBlur(green.astype(np.float32), (0, 0), FOCUS_DENOISE_SIGMA), cv2.CV_32F,
+                        ksize=1)
+    lap_std = float(cv2.meanStdDev(lap, mask=inner)[1].ravel()[0])
+    green_std = float(cv2.meanStdDev(green, mask=m8)[1].ravel()[0])
+    saturated = cv2.countNonZero(cv2.bitwise_and(cv2.compare(luma, SATURATED_LEVEL, cv2.CMP_GE), m8))
+    red_sat = cv2.countNonZero(cv2.bitwise_and(cv2.compare(crop[..., 0], SATURATED_LEVEL, cv2.CMP_GE), m8))
     return {
         "centre_offset": float(np.hypot(fov.cx - (w - 1) / 2, fov.cy - (h - 1) / 2) / max(fov.radius, 1.0)),
-        "coverage": float(min(1.0, mask.sum() / disc_area)),
-        "mean_luma": mean,
-        "contrast": float(inside.std() / max(mean, 1.0)),
-        "focus": float(lap_in.var() / green_var),
-        "glare": float((inside >= SATURATED_LEVEL).mean()),
-        "red_clipped": float((crop[..., 0][mask] >= SATURATED_LEVEL).mean()),
+        "coverage": float(min(1.0, n / disc_area)),
+        "mean_luma": float(mean),
+        "contrast": float(std / max(mean, 1.0)),
+        "focus": lap_std ** 2 / max(green_std ** 2, 1.0),
+        "glare": saturated / n,
+        "red_clipped": red_sat / n,
     }
 
 

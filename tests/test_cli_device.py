@@ -1,0 +1,119 @@
+"""``python -m device screen | kiosk --check-config | selftest | demo`` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device.camera import draw_fundus
+from device.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    cv2.imwrite(str(d / "a_good.png"), draw_fundus(1, 320, 240)[..., ::-1])
+    cv2.imwrite(str(d / "b_dark.jpg"), (draw_fundus(2, 320, 240) * 0.1).astype(np.uint8)[..., ::-1])
+    return d
+
+
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_screen_json_one_object_per_image(images):
+    res = CliRunner().invoke(cli, ["screen", str(images), "--json", "--model", "fake"])
+    assert res.exit_code == 0, res.output
+    objs = _json_lines(res.stdout)
+    assert [Path(o["image"]).name for o in objs] == ["a_good.png", "b_dark.jpg"]
+    good, dark = objs
+    assert set(good) == {"image", "verdict", "probability", "quality", "regions", "model_id", "timings_ms"}
+    assert good["verdict"] in ("referable", "non_referable") and 0 <= good["probability"] <= 1
+    assert good["quality"] == {"gradable": True, "reasons": []} and good["model_id"] == "fake-deterministic"
+    assert {"load", "preprocess", "gate", "inference", "regions", "total"} <= set(good["timings_ms"])
+    assert dark["verdict"] == "ungradable" and dark["quality"]["reasons"] == ["too dark — check the flash"]
+    assert isinstance(dark["probability"], float)  # the model could still run: reported
+
+
+def test_screen_bad_file_gets_an_error_object_and_others_go_on(images, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    missing = tmp_path / "missing.png"
+    res = CliRunner().invoke(cli, ["screen", str(bad), str(images / "a_good.png"), str(missing), "--json",
+                                   "--model", "fake"])
+    assert res.exit_code == 1
+    objs = _json_lines(res.stdout)
+    assert len(objs) == 3 and "verdict" in objs[1]
+    assert set(objs[0]) == {"image", "error"} and objs[0]["error"].endswith(".")
+    assert objs[2] == {"image": str(missing), "error": f"{missing} does not exist; check the path."}
+    assert res.stderr.strip() == "error: 2 of 3 images could not be screened (see their 'error')."
+
+
+def test_screen_human_output_and_missing_model(images, tmp_path):
+    res = CliRunner().invoke(cli, ["screen", str(images / "b_dark.jpg"), "--model", "fake"])
+    assert res.exit_code == 0 and "UNGRADABLE" in res.stdout and "too dark" in res.stdout
+    res = CliRunner().invoke(cli, ["screen", str(images), "--model", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and "does not exist" in str(res.exception or res.output)
+
+
+def test_kiosk_check_config(tmp_path):
+    res = CliRunner().invoke(cli, ["kiosk", "--check-config"])
+    assert res.exit_code == 0 and "config OK" in res.output and "camera:  folder" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[camera]\ntype = "folder"\npath = "x"\nzoom = 3\n')
+    res = subprocess.run([sys.executable, "-m", "device", "kiosk", "--config", str(bad), "--check-config"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error: Config field 'camera.folder.zoom' is invalid")
+    assert "Traceback" not in res.stderr
+
+
+def test_selftest_reports_each_part(tmp_path):
+    cfg = tmp_path / "unit.toml"
+    cfg.write_text(f"""
+[camera]
+type = "fake"
+[model]
+type = "fake"
+[display]
+type = "file"
+folder = "{tmp_path / 'screens'}"
+[records]
+folder = "{tmp_path / 'rec'}"
+min_free_mb = 1
+[link]
+type = "fake"
+""")
+    res = CliRunner().invoke(cli, ["selftest", "--config", str(cfg)])
+    lines = res.output.splitlines()
+    assert [line.split()[1] for line in lines] == ["model", "camera", "display", "link", "disk"]
+    assert all(line.startswith("OK") for line in lines), res.output
+    assert res.exit_code == 0
+    res = CliRunner().invoke(cli, ["selftest", "--config", str(cfg), "--model", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and res.output.startswith("FAIL model")
+
+
+@pytest.mark.slow
+def test_demo_command_writes_screens_records_and_exports(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "device", "demo", "--out", str(out), "--model", "fake"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Screened 11 photographs of 4 patients" in res.stdout and "P0004: referable" in res.stdout
+    screens = sorted(p.name for p in (out / "screens").glob("*.png"))
+    assert len(screens) == 16 and screens[-1] == "0016_P0004_summary.png"
+    exports = sorted(out.glob("session_*.*"))
+    assert [p.suffix for p in exports] == [".csv", ".json"]
+    doc = json.loads(exports[1].read_text())
+    assert len(doc["screenings"]) == 11 and doc["patients"]["P0004"] == "referable"
+    assert (out / "records" / "records.sqlite").exists()

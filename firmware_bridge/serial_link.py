@@ -119,6 +119,10 @@ class SerialLink:
             self._set_outcome(ticket, "pending")
             if state:
                 self._state[msg_type] = payload
+                # A newer LED/illumination/fixation value replaces one still waiting: only the latest matters.
+                for old in [c for c in self._commands if c[1] == msg_type]:
+                    self._commands.remove(old)
+                    self._set_outcome(old[0], "superseded")
             if len(self._commands) >= self.queue_size:
                 old = self._commands.popleft()
                 self._fail(old[0], "dropped: command queue full (is the microcontroller slow?)")
@@ -127,7 +131,8 @@ class SerialLink:
         return ticket
 
     def outcome(self, ticket: int) -> str | None:
-        """``pending``, ``delivered`` or ``failed: <reason>`` for a recent ticket (None once forgotten)."""
+        """``pending``, ``delivered``, ``superseded`` (a newer state value replaced it before it was sent) or
+        ``failed: <reason>`` for a recent ticket (None once forgotten)."""
         with self._lock:
             return self._outcomes.get(ticket)
 
@@ -202,8 +207,10 @@ class SerialLink:
         ch.delivered, ch.failed = [], []
 
     def _pump_commands(self, session: HostSession) -> None:
+        # One command at a time goes to the stop-and-wait channel; the rest wait here, where a newer state value
+        # can still replace an older one and the queue bound applies.
         with self._lock:
-            while self._commands:
+            while self._commands and session.channel.pending() == 0:
                 ticket, msg_type, payload = self._commands.popleft()
                 if not session.send(msg_type, payload, ticket):
                     # No error event: the link already reported why it is down; state is re-sent on connection.

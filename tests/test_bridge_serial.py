@@ -8,7 +8,7 @@ import time
 import pytest
 
 from firmware_bridge import protocol as P
-from firmware_bridge.commands import flash_message
+from firmware_bridge.commands import flash_message, status_message
 from firmware_bridge.emulator import Emulator
 from firmware_bridge.link import UnitLink, open_link
 from firmware_bridge.serial_link import SerialLink
@@ -172,3 +172,17 @@ def test_socket_url_works_like_a_serial_port():
             assert wait_for(lambda: lk.connected) and lk.connections == 2
         finally:
             lk.close()
+
+
+def test_state_commands_coalesce_while_one_shots_queue_in_order(emu, link):
+    emu.hang()  # nothing is confirmed for a moment, so commands pile up
+    tickets = [link.send_message(*status_message(s), state=True) for s in ("busy", "referable", "non_referable")]
+    flashes = [link.send_message(*flash_message(d)) for d in (10, 20)]
+    emu.resume()
+    assert wait_for(lambda: all(link.outcome(t) != "pending" for t in tickets + flashes))
+    outcomes = [link.outcome(t) for t in tickets]
+    assert outcomes[0] in ("delivered", "superseded")  # it may have been in flight already
+    assert outcomes[1] == "superseded" and outcomes[2] == "delivered"
+    assert [link.outcome(t) for t in flashes] == ["delivered", "delivered"]
+    assert wait_for(lambda: emu.board.state["leds"] == P.LED_GREEN)
+    assert [d for _, d in emu.board.flashes] == [10, 20]

@@ -146,7 +146,8 @@ def test_rebuilt_fused_map_sums_experts_and_takes_the_max_within_one(tmp_path: P
     for expert in (1, 2):
         (tmp_path / f"diaretdb1_image007_0{expert}_plain.xml").write_text(XML)
     for expert in (3, 4):
-        (tmp_path / f"diaretdb1_image007_0{expert}_plain.xml").write_text("<imgannotooldata><markinglist/></imgannotooldata>")
+        empty = "<imgannotooldata><markinglist/></imgannotooldata>"
+        (tmp_path / f"diaretdb1_image007_0{expert}_plain.xml").write_text(empty)
     fused = rebuild_fused_maps(tmp_path, "image007", (60, 70))
     assert fused["red_small_dots"][20, 10] == 21 * (3 + 3)  # two experts, High
     assert fused["haemorrhages"][20, 40] == 21 * (2 + 2)

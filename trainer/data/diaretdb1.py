@@ -41,7 +41,8 @@ def _read_split(path: Path, known: set[str]) -> list[str]:
             continue
         image_id = name.rsplit(".", 1)[0].replace("diaretdb1_", "")
         if image_id not in known:
-            raise DatasetError(f"Line {number} of {path} names {name!r}, which is not among the DiaretDB1 images; fix the list.")
+            raise DatasetError(
+                f"Line {number} of {path} names {name!r}, which is not among the DiaretDB1 images; fix the list.")
         ids.add(image_id)
     return sorted(ids)
 
@@ -98,7 +99,8 @@ class DiaretDB1:
         if path.is_file():
             fused = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if fused is None or fused.shape[:2] != self.shape:
-                raise DatasetError(f"The ground-truth map {path} is unreadable or not {self.shape[1]}x{self.shape[0]}; restore it.")
+                raise DatasetError(
+                    f"The ground-truth map {path} is unreadable or not {self.shape[1]}x{self.shape[0]}; restore it.")
             return fused if fused.ndim == 2 else fused[..., 0]
         if self.xml_dir is not None:
             return rebuild_fused_maps(self.xml_dir, image_id, self.shape)[lesion_type]
@@ -108,7 +110,8 @@ class DiaretDB1:
         """All four fused maps of an image rebuilt from the v2.1 expert XMLs (the cross-check route)."""
         self._check(image_id)
         if self.xml_dir is None:
-            raise DatasetError(f"No v2.1 expert XMLs (ddb1_v02_01/groundtruth) were found beside {self.root}; add them to rebuild maps.")
+            raise DatasetError(
+                f"No v2.1 expert XMLs (ddb1_v02_01/groundtruth) were found beside {self.root}; add them to rebuild maps.")
         return rebuild_fused_maps(self.xml_dir, image_id, self.shape)
 
     def lesion_masks(self, image_id: str) -> dict[str, np.ndarray]:
@@ -163,7 +166,8 @@ def load_diaretdb1(root: str | Path, confidence: float = CONFIDENCE_75) -> Diare
     except (OSError, ValueError) as exc:
         raise DatasetError(f"The DiaretDB1 FOV mask {fmask_path} is missing or unreadable; restore it.") from exc
     if fov_mask.ndim != 2 or not fov_mask.any():
-        raise DatasetError(f"The DiaretDB1 FOV mask {fmask_path} is not a single-channel mask with a field of view; restore it.")
+        raise DatasetError(
+            f"The DiaretDB1 FOV mask {fmask_path} is not a single-channel mask with a field of view; restore it.")
     known = set(image_ids)
     train_ids = _read_split(v11 / layout.TRAINSET_PATH, known)
     test_ids = _read_split(v11 / layout.TESTSET_PATH, known)

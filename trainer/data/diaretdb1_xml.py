@@ -6,7 +6,12 @@ Each ``groundtruth/diaretdb1_imageNNN_0E_plain.xml`` (expert E = 1..4) lists ``<
 (High/Medium/Low = 3/2/1) and a ``markingtype``. ``coords2d`` is ``"x,y"``, x = column, 1-based (DESIGN.md §3).
 
 The fused map is rebuilt like the v1.1 one: per expert and lesion type, each pixel takes the highest confidence
-level of the markings covering it; the four experts' levels are summed and multiplied by 21 (0..252).
+level of the markings covering it; the four experts' levels are summed and multiplied by 21 (0..252). Three
+rasterisation details, found on the real maps, make the rebuilt maps match the shipped ones (pixel-pooled IoU of the
+75 % masks over all 89 images: haemorrhages 0.997, hard exudates 0.998, soft exudates 0.995, red small dots 1.000;
+a plain OpenCV rasterisation gives 0.93 / 0.94 / 0.95 / 0.33): a pixel is covered when the one-pixel-tall vertical
+segment through its centre meets the region; the tool's default radius-5 circles are drawn with radius 3; ellipse
+angles turn counter-clockwise on screen.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from trainer.data.eyepacs import DatasetError
 DEFAULT_MARKER_RADIUS = 5.0  # the annotation tool's default circle ...
 FUSED_MARKER_RADIUS = 3.0  # ... is drawn with this radius in the v1.1 fused maps
 SUPERSAMPLE = 8  # polygon rows are filled at 8x vertical resolution
-ANGLE_SIGN = -1.0  # ellipse <angle> in degrees; sign convention checked on the real maps
+ANGLE_SIGN = -1.0  # <angle> (degrees) turns counter-clockwise on screen (y down): IoU 0.93 -> 0.997 on the real maps
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ def _xy(element: ET.Element | None, path: Path) -> tuple[float, float]:
         x, y = element.text.split(",")  # type: ignore[union-attr]
         return float(x) - 1.0, float(y) - 1.0
     except (AttributeError, ValueError) as exc:
-        raise DatasetError(f"The DiaretDB1 annotation {path} has a malformed coordinate; replace the file with the original.") from exc
+        raise DatasetError(
+            f"The DiaretDB1 annotation {path} has a malformed coordinate; replace the file with the original.") from exc
 
 
 def parse_expert_xml(path: str | Path) -> list[Marking]:
@@ -67,7 +73,8 @@ def parse_expert_xml(path: str | Path) -> list[Marking]:
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
-        raise DatasetError(f"The DiaretDB1 annotation {path} is missing or not valid XML; restore it from the original release.") from exc
+        raise DatasetError(
+            f"The DiaretDB1 annotation {path} is missing or not valid XML; restore it from the original release.") from exc
     markings: list[Marking] = []
     for node in root.iter("marking"):
         lesion_type = XML_MARKING_TYPES.get((node.findtext("markingtype") or "").strip())
@@ -75,7 +82,8 @@ def parse_expert_xml(path: str | Path) -> list[Marking]:
             continue
         level = CONFIDENCE_LEVELS.get((node.findtext("confidencelevel") or "").strip())
         if level is None:
-            raise DatasetError(f"A marking in {path} has no High/Medium/Low confidence level; restore the file from the original release.")
+            raise DatasetError(
+                f"A marking in {path} has no High/Medium/Low confidence level; restore the file from the original release.")
         if (region := node.find("circleregion")) is not None:
             r = float(region.findtext("radius", "0"))
             markings.append(Marking(lesion_type, level, "circle", _xy(region.find("centroid/coords2d"), path), (r, r)))

@@ -112,7 +112,10 @@ class _Placer:
                 x, y = near[0] + self.rng.normal(0, near[2]), near[1] + self.rng.normal(0, near[2])
             else:
                 rho = (PLACEMENT_RADIUS * r - radius) * np.sqrt(self.rng.random())
-                phi = self.rng.uniform(0, 2 * np.pi) if quadrant is None else (quadrant + self.rng.uniform(0.1, 0.9)) * np.pi / 2
+                if quadrant is None:
+                    phi = self.rng.uniform(0, 2 * np.pi)
+                else:
+                    phi = (quadrant + self.rng.uniform(0.1, 0.9)) * np.pi / 2
                 x, y = cx + rho * np.cos(phi), cy + rho * np.sin(phi)
             if (x - cx) ** 2 + (y - cy) ** 2 > (PLACEMENT_RADIUS * r - radius) ** 2:
                 continue

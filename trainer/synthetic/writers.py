@@ -108,7 +108,8 @@ def write_kaggle_folder(
             f = generate_fundus(_image_seed(seed, 2 * p + k), width=int(round(size * ratio)), height=size,
                                 grade=grade, eye=eye, clipped=clipped)
             name = f"{patient}_{eye}"
-            write_atomic(out / "train" / f"{name}.jpeg", _encode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
+            jpeg = _encode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            write_atomic(out / "train" / f"{name}.jpeg", jpeg)
             rows.append((name, f.grade))
     csv = "image,level\n" + "".join(f"{name},{level}\n" for name, level in rows)
     write_atomic(out / "trainLabels.csv", csv.encode())
@@ -163,7 +164,8 @@ def write_diaretdb1_folder(
     for i, image_id in enumerate(tqdm(ids, desc="synthetic DiaretDB1", unit="image", disable=not progress)):
         f = synthetic_diaretdb1_fundus(i, width, height, seed)
         fov_mask = f.fov_mask
-        write_atomic(root / ddb.IMAGES_DIR / f"{image_id}.png", _encode(".png", f.image, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
+        png = _encode(".png", f.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        write_atomic(root / ddb.IMAGES_DIR / f"{image_id}.png", png)
         for lesion_type, folder in ddb.GROUNDTRUTH_FOLDERS.items():
             fused = fuse_expert_map(rng, f.masks[lesion_type], f.fov_mask, fov[2] / REFERENCE_RADIUS)
             write_atomic(root / ddb.GROUNDTRUTH_DIR / folder / f"{image_id}.png",

@@ -75,7 +75,8 @@ class HostSession:
 
     def poll(self, now: int) -> None:
         """Timers: HELLO resends, PING, silence watchdog, command resends, noise reports."""
-        if not self.connected and (self._last_hello is None or P.ticks_diff(now, self._last_hello) >= self.handshake_ms):
+        hello_due = self._last_hello is None or P.ticks_diff(now, self._last_hello) >= self.handshake_ms
+        if not self.connected and hello_due:
             self._last_hello = now
             self.channel.send_unreliable(P.HELLO, bytes((P.PROTOCOL_VERSION,)) + P.u16(self.session_id))
         if self.connected and P.ticks_diff(now, self._last_ping) >= self.heartbeat_ms:

@@ -125,7 +125,8 @@ def test_board_layout_imports_flat_and_handshakes(tmp_path):
     for path in BOARD_FILES[:3]:
         shutil.copy(path, tmp_path / path.name)
     script = (
-        "import sys; sys.path.insert(0, '.'); sys.modules['firmware_bridge'] = None\n"  # make the package unimportable, as on the board
+        # The package is made unimportable, as on the board, so the fallback imports are what runs.
+        "import sys; sys.path.insert(0, '.'); sys.modules['firmware_bridge'] = None\n"
         "import fw_core, protocol as P\n"
         "class B:\n"
         "    def __init__(s): s.log = []\n"

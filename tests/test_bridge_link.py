@@ -75,7 +75,8 @@ def test_bad_arguments_are_caller_bugs_with_one_sentence(factory, call, message)
 def test_config_defaults_and_errors_name_the_field():
     cfg = parse_link_config({"type": "serial", "url": "/dev/ttyACM0"})
     assert isinstance(cfg, SerialLinkConfig) and cfg.retry_timeout_s == 0.2 and cfg.max_retries == 4
-    with pytest.raises(LinkConfigError, match=r"^Microcontroller link config field 'url' is invalid \(Field required\)"):
+    with pytest.raises(LinkConfigError,
+                       match=r"^Microcontroller link config field 'url' is invalid \(Field required\)"):
         parse_link_config({"type": "serial"})
     with pytest.raises(LinkConfigError, match="field 'baud' is invalid .*Extra inputs are not permitted"):
         parse_link_config({"type": "serial", "url": "loop://", "baud": 9600})

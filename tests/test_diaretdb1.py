@@ -140,6 +140,10 @@ def test_rasterisation_rules_measured_on_the_real_maps():
     (rows, cols), patch = marking_mask(Marking("haemorrhages", 2, "ellipse", (30.0, 30.0), (8.0, 3.0), 90.0), shape)
     ys, xs = np.nonzero(patch)
     assert np.ptp(ys) > 2 * np.ptp(xs)
+    # angles turn counter-clockwise on screen: at 45 degrees the long axis rises to the right (y down)
+    (rows, cols), patch = marking_mask(Marking("haemorrhages", 2, "ellipse", (30.0, 30.0), (12.0, 3.0), 45.0), shape)
+    ys, xs = np.nonzero(patch)
+    assert np.corrcoef(xs, ys)[0, 1] < -0.8
 
 
 def test_rebuilt_fused_map_sums_experts_and_takes_the_max_within_one(tmp_path: Path):
@@ -173,7 +177,9 @@ EXPECTED_SPLIT = {"hard_exudates": (18, 20), "soft_exudates": (6, 9), "haemorrha
 # DESIGN.md §3's totals 30 / 11 / 36 / 21 are what one gets with 0.75 x 255 (value >= 192, i.e. > 189); at the
 # correct >= 189 the totals are the sums of the per-split counts above (38 / 15 / 39 / 39). Both are checked.
 TOTALS_AT_255_SCALE = {"hard_exudates": 30, "soft_exudates": 11, "haemorrhages": 36, "red_small_dots": 21}
-MIN_IOU = 0.9  # issue 3; measured 0.995-1.000 (docs/diaretdb1.md)
+# Issue 3 asks for >= 0.9; the rasterisation rules of diaretdb1_xml reach 0.995-1.000 (docs/diaretdb1.md), so the
+# test guards them (a plain rasterisation scores 0.93 / 0.94 / 0.95 / 0.33).
+MIN_IOU = 0.99
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,23 @@ def test_oracle_on_the_real_diaretdb1_ground_truth_scores_one(diaretdb1_root, tm
         assert le["image_sensitivity_50"] == 1.0 and le["image_sensitivity_1px"] == 1.0
         assert le["froc_sensitivity_at_1.5"] == 1.0 and le["froc_score"] == 1.0
         assert le["operating_point"]["fp_per_image"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_tflite_bundle_evaluates_through_the_units_runtime(synthetic_root, tmp_path):
+    from tests.test_runtime import tiny_cam_model
+    from trainer.export import ExportOptions, export_bundle
+
+    model, _ = tiny_cam_model()
+    export_bundle(model, ExportOptions(format="float16", model_id="tiny-f16", out_root=tmp_path / "models",
+                                       synthetic_held_out=16, selftest_images=1))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path / "models" / "tiny-f16"), "--data",
+                                      str(synthetic_root), "--out", str(out), "--set", "n_bootstrap=20",
+                                      "--set", "normalisation=minmax", "--overlays", "1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["id"] == "tiny-f16" and metrics["model"]["decision_threshold_source"] == "model card"
+    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["regions_per_image"] >= 1.0  # min-max: every non-flat CAM has a region
+    assert metrics["protocol"]["normalisation"] == "minmax" and len(list((out / "overlays").glob("*.png"))) == 1
+    assert all(0.0 <= metrics["lesions"][t]["froc_score"] <= 1.0 for t in TYPES if metrics["lesions"][t]["n_lesions"])

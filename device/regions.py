@@ -171,6 +171,28 @@ def normalise_cam(heat: np.ndarray, mode: Normalisation = "max",
     return np.clip((arr - np.float32(low)) * np.float32(1.0 / (high - low)), 0.0, 1.0)
 
 
+def _components(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
+    """Label image and ``[(label, (x, y, w, h)), ...]`` of a uint8 binary map.
+
+    OpenCV's labelling without statistics is an order of magnitude faster than with them at 1500x1152 (measured:
+    1.5 ms vs 20 ms), so with 8-connectivity the boxes come from the outer contours instead (each outer contour
+    is exactly one 8-connected component; islands inside holes are outer contours too with RETR_CCOMP). With
+    4-connectivity, or if the counts disagree, OpenCV's statistics are used.
+    """
+    if connectivity == 8:
+        n, labels = cv2.connectedComponents(binary, connectivity=8, ltype=cv2.CV_32S)
+        if n <= 1:
+            return labels, []
+        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        outer = [c for c, h in zip(contours, hierarchy[0]) if h[3] < 0]
+        if len(outer) == n - 1:
+            boxes = [(int(labels[c[0, 0, 1], c[0, 0, 0]]), tuple(int(v) for v in cv2.boundingRect(c))) for c in outer]
+            if len({b[0] for b in boxes}) == n - 1:
+                return labels, sorted(boxes)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=connectivity, ltype=cv2.CV_32S)
+    return labels, [(i, tuple(int(v) for v in stats[i, :4])) for i in range(1, n)]
+
+
 def _label(heat: np.ndarray, low: float, high: float, threshold: float, connectivity: int, min_area: int,
            normalised: np.ndarray | None) -> RegionProposals:
     """Components of ``heat >= low + threshold * (high - low)``, scored on the normalised scale."""
@@ -184,16 +206,14 @@ def _label(heat: np.ndarray, low: float, high: float, threshold: float, connecti
         binary = np.full(heat.shape, 1 if threshold <= 0 else 0, np.uint8)
     else:  # threshold the raw map: no full-size normalised copy is needed (speed: a few ms at 1500x1152)
         binary = (heat >= np.float32(low + threshold * (high - low))).view(np.uint8)
-    # BBDT (Grana) computes the statistics several times faster than OpenCV's default algorithm here
-    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(binary, connectivity, cv2.CV_32S,
-                                                                       cv2.CCL_BBDT)
+    labels, boxes = _components(binary, connectivity)
     regions = []
-    for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i, :5])
-        if area < min_area:
-            labels[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i] = 0
-            continue
+    for i, (x, y, w, h) in boxes:
         inside = labels[y:y + h, x:x + w] == i
+        area = int(np.count_nonzero(inside))
+        if area < min_area:
+            labels[y:y + h, x:x + w][inside] = 0
+            continue
         peak = float(heat[y:y + h, x:x + w][inside].max())
         score = 0.0 if flat else min(1.0, max(0.0, (peak - low) * scale))
         regions.append(Region(x=x, y=y, w=w, h=h, area=area, score=score, label=i))

@@ -116,3 +116,27 @@ def test_bad_inputs_raise_one_sentence_typed_errors():
         normalise_cam(np.zeros((4, 4)), "fixed", (1.0, 1.0))
     with pytest.raises(ConfigError, match="pass a mask of the image size"):
         propose_regions(np.zeros((4, 4)), mask=np.ones((3, 3), bool))
+
+
+def test_boxes_and_areas_match_opencv_statistics_on_blobs_rings_and_borders():
+    import cv2
+
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        noise = cv2.GaussianBlur(rng.random((90, 120)).astype(np.float32), (0, 0), float(rng.uniform(0.7, 3)))
+        heat = (noise > np.quantile(noise, 0.6)).astype(np.float32)
+        if seed == 0:  # islands inside the holes of rings, and a region touching every border
+            heat[:] = 0
+            ring = np.zeros((90, 120), np.uint8)
+            cv2.circle(ring, (60, 45), 40, 1, 3)
+            cv2.circle(ring, (60, 45), 20, 1, 2)
+            cv2.circle(ring, (60, 45), 6, 1, -1)
+            heat = ring.astype(np.float32)
+            heat[0, :] = heat[:, 0] = heat[-1, :] = heat[:, -1] = 1
+        for connectivity in (4, 8):
+            props = regions_from_heat(heat, 0.5, connectivity)
+            n, _, stats, _ = cv2.connectedComponentsWithStats((heat >= 0.5).astype(np.uint8),
+                                                              connectivity=connectivity)
+            got = sorted(((r.x, r.y, r.w, r.h), r.area) for r in props.regions)
+            assert got == sorted((tuple(int(v) for v in stats[i, :4]), int(stats[i, 4])) for i in range(1, n))
+            assert all(props.mask(r).sum() == r.area for r in props.regions)

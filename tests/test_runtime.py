@@ -12,11 +12,16 @@ SIZE = 64  # tiny test models: 64 px input -> 4x4 CAM
 
 
 def tiny_cam_model(size: int = SIZE, seed: int = 0):
-    """The real CAM network at width 1/16 with its head rescaled so P(referable) spreads over images.
+    """The real CAM network at width 1/16 with its head set so P(referable) spreads over images.
 
     With random weights every image gets P ~ 0.5 (the pooled features barely differ), which makes AUC and
-    thresholds meaningless; a head along a random direction of the pooled features, scaled to a logit standard
-    deviation of 2 on synthetic fundus images, keeps the network exactly the real one while its outputs vary.
+    thresholds meaningless. The head is set along the first principal component of the pooled features of 24
+    synthetic fundus images, scaled to a logit standard deviation of 2, so the network stays exactly the real one
+    while its outputs vary. (An untrained net is the worst case for int8 AUC parity: its scores of referable and
+    non-referable images interleave, so every small int8 rounding can swap a pair.)
+
+    Returns:
+        ``(keras model, the 24 standardised images float32 (24, S, S, 3))``.
     """
     import keras
 
@@ -25,9 +30,9 @@ def tiny_cam_model(size: int = SIZE, seed: int = 0):
 
     keras.utils.set_random_seed(seed)
     model = build_cam_model(size, width=1 / 16, l2=0.0)
-    images = synthetic_images(12, size, seed=seed + 1).images
-    pooled = np.asarray(feature_model(model).predict(images, verbose=0)).mean(axis=(1, 2))
-    direction = np.random.default_rng(seed).normal(size=pooled.shape[1])
+    images = synthetic_images(24, size, seed=1).images
+    pooled = np.asarray(feature_model(model).predict(images, verbose=0), np.float64).mean(axis=(1, 2))
+    direction = np.linalg.svd(pooled - pooled.mean(axis=0), full_matrices=False)[2][0]
     z = pooled @ direction
     scale = 2.0 / max(float(z.std()), 1e-6)
     head = model.get_layer("cam_head")
@@ -53,7 +58,7 @@ def test_outputs_are_found_by_name_and_dequantised(converted):
     # int8 on this tiny net: the rescaled head subtracts two large, nearly equal logits, so an int8 rounding of
     # the pooled features moves P by up to ~0.06 while the ranking stays (r > 0.99); a trained model's figures
     # are in its bundle's parity report.
-    for fmt, tol in (("float16", 1e-3), ("int8", 0.1)):
+    for fmt, tol in (("float16", 5e-3), ("int8", 0.1)):
         runtime = LiteRTRuntime(flatbuffers[fmt])
         assert set(runtime.outputs) == {"probs", "cam"}
         assert runtime.output("cam").shape == (1, 4, 4)

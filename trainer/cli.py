@@ -91,6 +91,49 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
         click.echo(f"wrote {len(ids)} DiaretDB1-layout images to {diaretdb1_out}")
 
 
+@cli.command("export")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--format", "formats", multiple=True, default=("int8",), show_default=True,
+              type=click.Choice(["float16", "int8"]), help="Bundle format; repeat for both.")
+@click.option("--id", "model_id", help="Base bundle id; bundles are <id>-<format> (default: <run name>-<size>px).")
+@click.option("--out", "out_root", default="models", show_default=True, type=click.Path(file_okay=False), help="Folder of the bundles.")
+@click.option("--data", default="run", show_default=True, help="Calibration/parity data: 'run' (the run's own), 'synthetic', or a cache/EyePACS folder.")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]), help="Run weights to export.")
+@click.option("--calibration-images", default=200, show_default=True, type=click.IntRange(1), help="int8 representative images (training split).")
+@click.option("--held-out-images", default=400, show_default=True, type=click.IntRange(2), help="Parity and threshold images (validation split).")
+@click.option("--threshold", "threshold_method", default="youden_j", show_default=True,
+              type=click.Choice(["youden_j", "sensitivity_target"]), help="How the decision threshold is chosen on the validation split.")
+@click.option("--target-sensitivity", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="For --threshold sensitivity_target.")
+@click.option("--region-threshold", default=0.65, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Normalised-CAM region threshold (paper §3.2).")
+@click.option("--metrics", "metrics_file", type=click.Path(dir_okay=False, exists=True), help="Evaluation report JSON to carry in the card.")
+@click.option("--set-default", is_flag=True, help="Make the bundle the unit's default (models/DEFAULT).")
+@click.option("--force", is_flag=True, help="Bundle a model that misses the parity tolerances (the report says so).")
+def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_root: str, data: str, which: str,
+               calibration_images: int, held_out_images: int, threshold_method: str, target_sensitivity: float,
+               region_threshold: float, metrics_file: str | None, set_default: bool, force: bool) -> None:
+    """Export a run folder (or .keras file) SOURCE to checked TFLite bundles (see docs/export.md)."""
+    from device.errors import ScreeningError
+    from trainer.export_run import export_run
+
+    try:
+        summary = export_run(source, formats, model_id, out_root, data, which, metrics_file, set_default,
+                             calibration_images=calibration_images, held_out_images=held_out_images,
+                             threshold_method=threshold_method, target_sensitivity=target_sensitivity,
+                             region_threshold=region_threshold, force=force)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for result in summary.results:
+        r = result.report
+        click.echo(f"{result.folder}: threshold {result.card.decision_threshold:.3f}, parity "
+                   f"{'passed' if r['passed'] else 'FAILED (forced)'}: prob max diff {r['prob_max_abs_diff']:.4f}, "
+                   f"AUC diff {r['auc_diff'] if r['auc_diff'] is None else round(r['auc_diff'], 4)}, "
+                   f"CAM r median {r['cam_corr_median']:.4f}")
+    for fmt, reason in summary.failures.items():
+        click.echo(f"error: {fmt}: {reason}", err=True)
+    if summary.failures:
+        raise SystemExit(1)
+
+
 @cli.command("evaluate")
 @click.option("--model", required=True, help="Run folder (runs/<name>), model bundle (models/<id>) or 'oracle'.")
 @click.option("--data", "data_root", default="../shared/data/diaretdb1", show_default=True,

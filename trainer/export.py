@@ -54,8 +54,8 @@ class ExportOptions(BaseModel):
     out_root: Path = Path("models")
     normalisation: Literal["per_image", "local_contrast"] = "per_image"
     calibration_images: int = Field(200, ge=1, description="int8 representative images (training split)")
-    held_out_images: int | None = Field(400, ge=2, description="parity/threshold images (validation split)")
-    synthetic_held_out: int = Field(64, ge=2, description="held-out size when no training data is given")
+    held_out_images: int = Field(400, ge=2, description="parity/threshold images (validation split, or synthetic)")
+    synthetic_held_out: int | None = Field(None, ge=2, description="synthetic held-out size (None: held_out_images)")
     threshold_method: Literal["youden_j", "sensitivity_target"] = "youden_j"
     target_sensitivity: float = Field(0.9, gt=0, le=1)
     region_threshold: float = Field(PAPER_REGION_THRESHOLD, gt=0, lt=1)
@@ -134,7 +134,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
         calib = dataset_images(dataset, "train", size, options.calibration_images, norm, seed=options.seed) \
             if fmt == "int8" else None
     else:
-        held = synthetic_images(options.synthetic_held_out, size, options.seed + 10_000, norm)
+        held = synthetic_images(options.synthetic_held_out or options.held_out_images, size, options.seed + 10_000, norm)
         calib = synthetic_images(options.calibration_images, size, options.seed, norm) if fmt == "int8" else None
     flatbuffer = convert_to_tflite(model, fmt, calib.images if calib is not None else None)
     runtime = LiteRTRuntime(flatbuffer)

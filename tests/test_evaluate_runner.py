@@ -31,7 +31,8 @@ def synthetic_root(tmp_path_factory):
 def test_synthetic_folder_evaluates_end_to_end_through_the_cli(synthetic_root, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(cli, ["evaluate", "--model", "oracle", "--data", str(synthetic_root), "--out",
-                                      str(out), "--set", "n_bootstrap=50", "--overlays", "2"])
+                                      str(out), "--set", "n_bootstrap=50", "--overlays", "2",
+                                      "--publish", str(tmp_path / "published")])
     assert result.exit_code == 0, result.output
     assert "all (8 images): AUC 1.000" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -55,6 +56,11 @@ def test_synthetic_folder_evaluates_end_to_end_through_the_cli(synthetic_root, t
     assert len(overlays) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in overlays)
     report = (out / "report.md").read_text()
     assert "| AUC | 1.000" in report and "0.954" in report and "91.0 %" in report  # ours beside the paper's
+    assert "overlays/" in report
+    # the folder meant for the repository gets no overlays and no links to them
+    published = tmp_path / "published"
+    assert sorted(p.name for p in published.iterdir()) == ["froc.png", "metrics.json", "report.md", "roc.png"]
+    assert "overlays/" not in (published / "report.md").read_text()
 
 
 def test_model_space_predictor_maps_its_cam_back_through_the_crop_geometry(synthetic_root, tmp_path):

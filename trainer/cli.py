@@ -146,8 +146,10 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
 @click.option("--overlays", "n_overlays", default=6, show_default=True, type=click.IntRange(0, 89),
               help="Number of Fig.-2-like overlay images (never commit overlays of licensed photographs).")
 @click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
+@click.option("--publish", "publish_dir", default=None, type=click.Path(file_okay=False),
+              help="Also copy metrics.json, report.md, roc.png, froc.png (no overlays) here, e.g. docs/results/x.")
 def evaluate_cmd(model: str, data_root: str, out_dir: str, overrides: tuple[str, ...], which: str, n_overlays: int,
-                 image_ids: str | None) -> None:
+                 image_ids: str | None, publish_dir: str | None) -> None:
     """Evaluate a model on DiaretDB1: AUC, image- and lesion-level sensitivity, FROC, report (docs/evaluation.md)."""
     from device.errors import ScreeningError
     from trainer.evaluate.runner import run_evaluation, summary_lines
@@ -160,6 +162,10 @@ def evaluate_cmd(model: str, data_root: str, out_dir: str, overrides: tuple[str,
     for line in summary_lines(result.metrics):
         click.echo(line)
     click.echo(f"report: {result.out_dir / 'report.md'}")
+    if publish_dir:
+        from trainer.evaluate.report import publish_report
+
+        click.echo(f"published (no overlays): {publish_report(result.out_dir, publish_dir)}")
 
 
 def main() -> None:

@@ -142,3 +142,25 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any], results: dict[str
     write_atomic(out / "roc.png", roc_png(results, model_id))
     write_atomic(out / "froc.png", froc_png(results, model_id, metrics["protocol"]["report_fp_rate"]))
     write_atomic(out / "report.md", render_markdown(metrics, overlay_ids).encode())
+
+
+PUBLISHED_FILES = ("metrics.json", "roc.png", "froc.png")
+
+
+def publish_report(eval_dir: str | Path, dest: str | Path) -> Path:
+    """Copy an evaluation into a folder meant for the repository (e.g. ``docs/results/diaretdb1_<model>``).
+
+    Only ``metrics.json``, ``roc.png``, ``froc.png`` and a ``report.md`` without the overlay section are copied:
+    overlays of DiaretDB1 photographs are derived from licensed images and must not be committed.
+
+    Returns:
+        The destination folder.
+    """
+    import json
+
+    src, out = Path(eval_dir), Path(dest)
+    metrics = json.loads((src / "metrics.json").read_text())
+    for name in PUBLISHED_FILES:
+        write_atomic(out / name, (src / name).read_bytes())
+    write_atomic(out / "report.md", render_markdown(metrics, ()).encode())
+    return out

@@ -33,6 +33,7 @@ class BundleModelConfig(BaseModel):
     type: Literal["bundle"] = "bundle"
     path: str | None = Field(None, description="bundle folder; None = the bundled default model (models/)")
     run_selftest: bool = Field(True, description="run the bundle's self-test images at start-up")
+    num_threads: int | None = Field(None, ge=1, le=64, description="LiteRT CPU threads; None = runtime default")
 
 
 class FakeModelConfig(BaseModel):
@@ -131,4 +132,4 @@ def open_model(cfg: object) -> ScreeningModel:
     except ImportError as exc:
         raise ModelError("The model loader is not installed with this unit: reinstall the package.") from exc
     path = Path(cfg.path) if cfg.path else default_model_dir()
-    return load_bundle(path, run_selftest=cfg.run_selftest)
+    return load_bundle(path, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)

@@ -110,6 +110,14 @@ class RepresentativeData(_Strict):
     split: str | None = None
 
 
+class NetworkInfo(_Strict):
+    """The Keras network that was exported (for benchmarks and reproduction)."""
+
+    name: str = Field(description="Architecture, e.g. 'cam_net' (o_O net A + CAM head, DESIGN.md §2.1).")
+    width: float | None = Field(None, gt=0, description="Channel multiplier (1.0 = the paper's 10.25 M parameters).")
+    parameters: int = Field(ge=1)
+
+
 class SelfTest(_Strict):
     """Synthetic images with the outputs this model produced at export; checked by the unit at start-up."""
 
@@ -139,6 +147,7 @@ class ModelCard(_Strict):
     region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: 0.65).")
     region_normalisation: Literal["max", "minmax"] = Field(
         "max", description="How device.regions normalises the CAM before the region threshold (paper: max).")
+    network: NetworkInfo | None = None
     training_data: TrainingData
     representative_data: RepresentativeData | None = None
     metrics: dict[str, float | int | str | None] = Field(description="Evaluation metrics, key -> value.")

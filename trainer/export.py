@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.model_bundle import load_bundle
 from device.model_card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SELFTEST_FILE, InputSpec, ModelCard,
-                               OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds, TrainingData)
+                               NetworkInfo, OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds,
+                               TrainingData)
 from device.preprocess import standardise
 from device.runtime import LiteRTRuntime, TensorSpec
 from trainer.checkpoint import atomic_write_bytes
@@ -98,6 +99,15 @@ def _write_selftest(folder: Path, runtime: LiteRTRuntime, size: int, n: int, nor
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def network_info(model) -> NetworkInfo:
+    """Architecture summary of a CAM model (width read from its first conv: 32 filters at width 1.0)."""
+    try:
+        width = round(model.get_layer("block1_1_conv").filters / 32, 4)
+    except ValueError:  # not built by trainer.model.build_cam_model
+        width = None
+    return NetworkInfo(name=model.name, width=width, parameters=int(model.count_params()))
+
+
 def _replace_folder(staging: Path, final: Path) -> None:
     """Swap ``staging`` in as ``final``; an existing ``final`` is kept until the new one is in place."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -162,6 +172,8 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
     selftest_sha = _write_selftest(staging, runtime, size, options.selftest_images, norm)
     prob_atol, cam_rtol = SELFTEST_TOLERANCES[fmt]
     cells = size // 16
+    unspecified = TrainingData(dataset="unspecified", image_size=size, n_train=None, n_validation=None,
+                               licence="unknown")
     card = ModelCard(
         id=options.model_id, format=fmt, sha256=hashlib.sha256(flatbuffer).hexdigest(),
         input=InputSpec(size=size, shape=(1, size, size, 3), dtype=runtime.input.dtype.name, normalisation=norm,
@@ -176,8 +188,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
                              target_sensitivity=chosen["target_sensitivity"], sensitivity=chosen["sensitivity"],
                              specificity=chosen["specificity"], n_images=len(held)),
         region_threshold=options.region_threshold, region_normalisation=options.region_normalisation,
-        training_data=training_data or TrainingData(dataset="unspecified", image_size=size, n_train=None,
-                                                    n_validation=None, licence="unknown"),
+        network=network_info(model), training_data=training_data or unspecified,
         representative_data=RepresentativeData(source=calib.source, n_images=len(calib), split=calib.split)
         if calib is not None else None,
         metrics={f"held_out_{held.source}_auc": report["auc_tflite"], **(metrics or {})},

@@ -107,8 +107,8 @@ def overlay(photo: np.ndarray, result: ScreeningResult, width: int, height: int)
     if result.heatmap is not None and result.verdict is not Verdict.UNGRADABLE:
         heat = np.clip(result.heatmap.on_photo(w, h), 0, 1)
         colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        alpha = (HEAT_ALPHA * (heat >= HEAT_FLOOR))[..., None]
-        small = (small * (1 - alpha) + colour * alpha).astype(np.uint8)
+        blended = cv2.addWeighted(small, 1 - HEAT_ALPHA, np.ascontiguousarray(colour), HEAT_ALPHA, 0)
+        small = np.where((heat >= HEAT_FLOOR)[..., None], blended, small)
     for r in result.regions:
         p0 = (int(r.x * k), int(r.y * k))
         p1 = (int((r.x + r.w) * k), int((r.y + r.h) * k))

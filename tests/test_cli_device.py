@@ -117,3 +117,13 @@ def test_demo_command_writes_screens_records_and_exports(tmp_path):
     doc = json.loads(exports[1].read_text())
     assert len(doc["screenings"]) == 11 and doc["patients"]["P0004"] == "referable"
     assert (out / "records" / "records.sqlite").exists()
+
+
+def test_bad_model_stops_the_unit_with_a_screen_not_a_traceback(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "device", "demo", "--out", str(out), "--model",
+                          str(tmp_path / "no-model")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (f"error: The model folder {tmp_path / 'no-model'} does not exist; check the path "
+                                  "or copy the bundle there.")
+    assert [p.name for p in (out / "screens").iterdir()] == ["0001_model_error.png"]

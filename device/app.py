@@ -72,7 +72,8 @@ def run_kiosk(config: str | Path | None = None, model: str | None = None) -> Kio
     """
     cfg = load_config(config)
     kiosk = build_kiosk(cfg, model, KeyboardTrigger(sys.stdin))
-    signal.signal(signal.SIGTERM, lambda *_: kiosk.stop())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # systemd stop, Ctrl-C: end the session cleanly
+        signal.signal(sig, lambda *_: kiosk.stop())
     try:
         return kiosk.run()
     finally:

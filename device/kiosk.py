@@ -277,8 +277,8 @@ class Kiosk:
                                     "photograph was not screened; press the button to try again.")
                     if self._done(max_screenings):
                         break
-                    if self.cfg.kiosk.trigger != "auto":
-                        self.ready_screen()
+                    # The result (or error) screen stays up until the next trigger: the nurse must read it.
+                    self._signal("set_illumination", self.cfg.kiosk.illumination)
         self._finish()
         return self.summary
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -127,3 +129,45 @@ def test_bad_model_stops_the_unit_with_a_screen_not_a_traceback(tmp_path):
     assert res.stderr.strip() == (f"error: The model folder {tmp_path / 'no-model'} does not exist; check the path "
                                   "or copy the bundle there.")
     assert [p.name for p in (out / "screens").iterdir()] == ["0001_model_error.png"]
+
+
+def _unit_config(tmp_path, trigger="keyboard"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "unit.toml"
+    cfg.write_text(f"""
+[camera]
+type = "fake"
+[model]
+type = "fake"
+[display]
+type = "file"
+folder = "{tmp_path / 'screens'}"
+[records]
+folder = "{tmp_path / 'rec'}"
+min_free_mb = 1
+[kiosk]
+trigger = "{trigger}"
+poll_interval_s = 0.01
+""")
+    return cfg
+
+
+def test_kiosk_command_keyboard_session_and_sigterm(tmp_path):
+    cfg = _unit_config(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "device", "kiosk", "--config", str(cfg)], input="\n\nq\n",
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "2 photographs" in res.stdout and "'P0001': 'non_referable'" in res.stdout
+    shown = sorted(p.name for p in (tmp_path / "screens").iterdir())
+    assert shown == ["0001_ready.png", "0002_P0001_right_1.png", "0003_P0001_left_1.png", "0004_P0001_summary.png"]
+    # the button-only unit under systemd: stdin closed, stopped by SIGTERM, no traceback
+    cfg2 = _unit_config(tmp_path / "b", trigger="button_or_keyboard")
+    proc = subprocess.Popen([sys.executable, "-m", "device", "kiosk", "--config", str(cfg2)], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "b" / "screens").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "0 photographs" in out and "Traceback" not in err

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Mapping
 
-import numpy as np
 
 # What the nurse is told to do next, per verdict (shown on the result screen; screening-programme practice:
 # an eye that cannot be graded after the allowed retakes is referred, like a referable one).

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from device.errors import BlankImageError, ImageError, NotFundusError
 from device.fov import FieldOfView
 from device.preprocess import PreprocessedImage, crop_to_fov
+from device.result import QualityReport
 
 # Scale the gate measures at: 512 px across the FOV, the network's own input size (DESIGN.md §2.1).
 GATE_SIZE = 512
@@ -152,7 +153,7 @@ class QualityGate:
             out.append("focus")
         return out
 
-    def assess(self, rgb: np.ndarray, pre: PreprocessedImage):
+    def assess(self, rgb: np.ndarray, pre: PreprocessedImage) -> QualityReport:
         """Decide whether a preprocessed photograph is gradable.
 
         Args:
@@ -162,18 +163,14 @@ class QualityGate:
         Returns:
             A :class:`device.result.QualityReport`.
         """
-        from device.result import QualityReport
-
         metrics = measure(rgb, pre)
         keys = self.failures(metrics)
         return QualityReport(gradable=not keys, reasons=tuple(REASONS[k] for k in keys), metrics=metrics)
 
     @staticmethod
-    def report_for_error(err: ImageError):
+    def report_for_error(err: ImageError) -> QualityReport:
         """The report for a photograph whose field of view could not be found (BlankImage / NotFundus)."""
-        from device.result import QualityReport
-
-        key = "blank" if isinstance(err, BlankImageError) else "no_fov"
         if not isinstance(err, (BlankImageError, NotFundusError)):
             raise TypeError(f"{type(err).__name__} is not a quality failure")
+        key = "blank" if isinstance(err, BlankImageError) else "no_fov"
         return QualityReport(gradable=False, reasons=(REASONS[key],), metrics={})

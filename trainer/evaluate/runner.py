@@ -59,12 +59,21 @@ def _diseased(db, image_id: str, masks: dict[str, np.ndarray], config: Evaluatio
     return any(bool((db.fused_map(image_id, t) >= level).any()) for t in config.healthy_types)
 
 
-def pick_overlay_ids(db, n: int) -> list[str]:
-    """``n`` test images with the most lesion types (ties: most lesion pixels), for the Fig.-2-like overlays."""
+def pick_overlay_ids(db, n: int, candidates: Sequence[str] | None = None) -> list[str]:
+    """``n`` images with the most lesion types (ties: most lesion pixels), for the Fig.-2-like overlays.
+
+    Args:
+        db: the dataset.
+        n: how many.
+        candidates: images to choose from (default: all); test images are preferred when there are enough.
+    """
     if n <= 0:
         return []
+    pool = list(db.image_ids if candidates is None else candidates)
+    test = [i for i in pool if i in set(db.test_ids)]
+    pool = test if len(test) >= n else pool
     scored = []
-    for image_id in db.test_ids:
+    for image_id in pool:
         masks = db.lesion_masks(image_id)
         scored.append((-sum(bool(m.any()) for m in masks.values()), -sum(int(m.sum()) for m in masks.values()),
                        image_id))
@@ -106,7 +115,7 @@ def evaluate_diaretdb1(data_root: str | Path, predictor: Predictor, out_dir: str
         raise ConfigError(f"Images {unknown[:3]} are not in the DiaretDB1 folder {data_root}; check the ids.")
     out = Path(out_dir)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    draw = set(overlay_ids if overlay_ids is not None else pick_overlay_ids(db, n_overlays)) & set(ids)
+    draw = set(overlay_ids if overlay_ids is not None else pick_overlay_ids(db, n_overlays, ids)) & set(ids)
     fov = np.asarray(db.fov_mask, bool)
     timing, counts = Timing(), []
     for image_id in tqdm(ids, desc="evaluate DiaretDB1", unit="image", disable=not progress):
@@ -205,17 +214,20 @@ def run_evaluation(model: str, data_root: str | Path, out_dir: str | Path, overr
                               progress=progress, db=db)
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A few lines for the terminal: AUC and the per-type headline numbers of every subset."""
     lines = []
     for name, m in (("all", metrics), ("test", metrics.get("test"))):
         if not m:
             continue
-        auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
-        lines.append(f"{name} ({m['n_images']} images): AUC {auc}, sensitivity {m['sensitivity']}, "
-                     f"specificity {m['specificity']}")
+        lines.append(f"{name} ({m['n_images']} images): AUC {_fmt(m['auc'])}, sensitivity {_fmt(m['sensitivity'])}, "
+                     f"specificity {_fmt(m['specificity'])}")
         for t, le in m["lesions"].items():
-            lines.append(f"  {t}: {le['n_lesions']} lesions, image 50%/1px {le['image_sensitivity_50']}/"
-                         f"{le['image_sensitivity_1px']}, FROC@1.5 {le['froc_sensitivity_at_1.5']}, "
-                         f"score {le['froc_score']}")
+            lines.append(f"  {t}: {le['n_lesions']} lesions, image 50%/1px {_fmt(le['image_sensitivity_50'])}/"
+                         f"{_fmt(le['image_sensitivity_1px'])}, FROC@1.5 {_fmt(le['froc_sensitivity_at_1.5'])}, "
+                         f"score {_fmt(le['froc_score'])}")
     return lines

@@ -63,6 +63,7 @@ class ScreeningModel(Protocol):
 @dataclass(frozen=True)
 class FakeInput:
     size: int
+    normalisation: str = "per_image"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class FakeCard:
     input: FakeInput
     decision_threshold: float
     region_threshold: float
+    region_normalisation: str = "max"
 
 
 @dataclass(frozen=True)

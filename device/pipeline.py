@@ -11,6 +11,7 @@ state (retakes, patients, records).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -18,13 +19,15 @@ import cv2
 import numpy as np
 
 from device.errors import BlankImageError, ModelError, NotFundusError
-from device.preprocess import CropGeometry, preprocess
+from device.preprocess import NORMALISATIONS, CropGeometry, preprocess
 from device.quality import QualityGate
 from device.regions import propose_regions
 from device.result import Region, ScreeningResult, Verdict
 
 # Regions smaller than this many model pixels are CAM noise, not lesion candidates (a 2x2 patch at 512 px).
 MIN_REGION_AREA_PX = 4
+# Name of per-image standardisation in the first model cards (same computation as "per_image").
+LEGACY_NORMALISATION = "per_image_fov_standardisation"
 # At most this many regions are reported (strongest first), so the screen stays readable.
 MAX_REGIONS = 8
 
@@ -37,20 +40,29 @@ class ModelInfo:
     input_size: int
     decision_threshold: float
     region_threshold: float
+    normalisation: str = "per_image"  # device.preprocess.standardise method the model was trained with
+    region_normalisation: str = "max"  # device.regions.normalise_cam mode (paper: max)
 
 
 def model_info(model) -> ModelInfo:
-    """Read id, input size and thresholds from ``model.card``.
+    """Read id, input size, input normalisation and thresholds from ``model.card``.
 
     Raises:
-        ModelError: the model has no usable card.
+        ModelError: the model has no usable card, or asks for a normalisation this unit does not implement.
     """
     try:
         card = model.card
-        return ModelInfo(str(card.id), int(card.input.size), float(card.decision_threshold),
-                         float(card.region_threshold))
+        info = ModelInfo(str(card.id), int(card.input.size), float(card.decision_threshold),
+                         float(card.region_threshold), str(getattr(card.input, "normalisation", "per_image")),
+                         str(getattr(card, "region_normalisation", "max")))
     except AttributeError as exc:
         raise ModelError("The model has no valid card (model.json): re-export the model bundle.") from exc
+    if info.normalisation == LEGACY_NORMALISATION:
+        info = dataclasses.replace(info, normalisation="per_image")
+    if info.normalisation not in NORMALISATIONS or info.region_normalisation not in ("max", "minmax"):
+        raise ModelError(f"The model card asks for normalisation '{info.normalisation}' / "
+                         f"'{info.region_normalisation}', which this unit does not implement: update the unit.")
+    return info
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the ph
     timings: dict[str, float] = {}
     t = time.perf_counter()
     try:
-        pre = preprocess(rgb, size=info.input_size, label=label)
+        pre = preprocess(rgb, size=info.input_size, method=info.normalisation, label=label)
     except (BlankImageError, NotFundusError) as err:
         timings["preprocess"] = _ms(t)
         report = QualityGate.report_for_error(err)
@@ -124,7 +136,8 @@ def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the ph
         verdict = Verdict.REFERABLE if prob >= info.decision_threshold else Verdict.NON_REFERABLE
     size = info.input_size
     proposals = propose_regions(np.asarray(prediction.cam, np.float32), size=(size, size),
-                                threshold=info.region_threshold, mask=pre.fov_mask, min_area=MIN_REGION_AREA_PX)
+                                threshold=info.region_threshold, normalisation=info.region_normalisation,
+                                mask=pre.fov_mask, min_area=MIN_REGION_AREA_PX)
     regions: tuple[Region, ...] = ()
     if verdict is Verdict.REFERABLE:
         boxes = []

@@ -119,3 +119,20 @@ def test_open_model_fake_and_missing_bundle(tmp_path):
     assert open_model({"type": "fake", "size": 32}).card.input.size == 32
     with pytest.raises(ModelError, match="does not exist"):
         open_model({"type": "bundle", "path": str(tmp_path / "nope")})
+
+
+def test_input_and_cam_normalisation_come_from_the_card(photo):
+    class Spy(FakeModel):
+        def predict(self, image):
+            self.seen = image.copy()
+            return super().predict(image)
+
+    model = Spy(size=64, probability=0.9)
+    model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input,
+                                                                           normalisation="local_contrast"))
+    screen_frame(photo, model, QualityGate())
+    assert np.allclose(model.seen, preprocess(photo, 64, method="local_contrast").image)
+    assert not np.allclose(model.seen, preprocess(photo, 64).image)
+    model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input, normalisation="zca"))
+    with pytest.raises(ModelError, match="normalisation 'zca' / 'max', which this unit does not implement"):
+        screen_frame(photo, model, QualityGate())

@@ -42,8 +42,10 @@ def roc_png(results: dict[str, tuple], model_id: str) -> bytes:
         ci = metrics["auc_ci95"]
         auc = "n/a" if metrics["auc"] is None else f"{metrics['auc']:.3f}"
         ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        ax.plot(cls.fpr, cls.tpr, color=colour, lw=2,
-                label=f"{label} (n={metrics['n_diseased']}+/{metrics['n_healthy']}-): AUC {auc}{ci_text}")
+        if metrics["auc"] is not None:  # with one class only there is no curve to draw
+            ax.plot(cls.fpr, cls.tpr, color=colour, lw=2,
+                    label=f"{label} ({metrics['n_diseased']} diseased / {metrics['n_healthy']} healthy): "
+                          f"AUC {auc}{ci_text}")
         if metrics["sensitivity"] is not None and metrics["specificity"] is not None:
             ax.plot(1 - metrics["specificity"], metrics["sensitivity"], "o", color=colour, ms=7,
                     label=f"{label} at threshold {metrics['decision_threshold']:.2f}")

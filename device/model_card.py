@@ -125,7 +125,7 @@ class SelfTest(_Strict):
     sha256: str = Field(pattern=SHA256_PATTERN)
     n_images: int = Field(ge=1)
     prob_atol: float = Field(gt=0, le=1, description="Max |prob difference| allowed.")
-    cam_rtol: float = Field(gt=0, le=1, description="Max |CAM difference| allowed, as a fraction of the CAM range.")
+    cam_min_corr: float = Field(gt=0, le=1, description="Min Pearson correlation of each CAM with the recorded one.")
 
 
 class ModelCard(_Strict):

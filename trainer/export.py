@@ -36,10 +36,11 @@ from trainer.parity import choose_threshold, parity_report, write_report
 from trainer.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
 from trainer.run_folder import code_version
 
-# Self-test tolerances (probability abs, CAM as a fraction of its range). float16: the same flatbuffer on another
-# CPU differs by float rounding only; int8: other kernels (e.g. tflite-runtime's reference ops instead of
-# XNNPACK) may round a few quantisation steps differently (prob step 1/256).
-SELFTEST_TOLERANCES = {"float16": (0.01, 0.02), "int8": (0.03, 0.08)}
+# Self-test tolerances (max |probability difference|, min CAM Pearson correlation). float16: the same flatbuffer on
+# another CPU differs by float rounding only; int8: other kernels (tflite-runtime's instead of LiteRT's XNNPACK)
+# requantise with different rounding, a difference measured on this project's int8 models at up to 2 probability
+# steps (2/256) and CAMs that still correlate > 0.9; a broken runtime or preprocessing gives far more.
+SELFTEST_TOLERANCES = {"float16": (0.01, 0.999), "int8": (0.05, 0.9)}
 MODEL_LICENCE = ("Weights: research use only, same restrictions as the training data; code: Apache-2.0. "
                  "Not a medical device.")
 KERAS_BATCH = 16
@@ -170,7 +171,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
                           f"{rejected / 'parity_report.md'}, export float16 instead, or pass --force to bundle it "
                           "anyway.")
     selftest_sha = _write_selftest(staging, runtime, size, options.selftest_images, norm)
-    prob_atol, cam_rtol = SELFTEST_TOLERANCES[fmt]
+    prob_atol, cam_min_corr = SELFTEST_TOLERANCES[fmt]
     cells = size // 16
     unspecified = TrainingData(dataset="unspecified", image_size=size, n_train=None, n_validation=None,
                                licence="unknown")
@@ -194,7 +195,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
         metrics={f"held_out_{held.source}_auc": report["auc_tflite"], **(metrics or {})},
         parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
         selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
-                          cam_rtol=cam_rtol),
+                          cam_min_corr=cam_min_corr),
         code_version=code_version(), created=datetime.now(timezone.utc), source=source, licence=MODEL_LICENCE,
     )
     atomic_write_bytes(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())

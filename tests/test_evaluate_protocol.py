@@ -152,3 +152,24 @@ def test_classification_auc_and_bootstrap_interval():
     assert mixed["auc"] == pytest.approx(14 / 25)  # 14 of 25 diseased-healthy pairs ordered
     low, high = mixed["auc_ci95"]
     assert low < 0.56 < high and 0.0 <= low and high <= 1.0
+
+
+def test_vectorised_bootstraps_equal_the_per_sample_definitions():
+    from sklearn.metrics import roc_auc_score
+
+    from trainer.evaluate.bootstrap import bootstrap_indices, percentile_ci
+    from trainer.evaluate.classification import bootstrap_auc
+    from trainer.evaluate.froc import froc_bootstrap
+
+    rng = np.random.default_rng(1)
+    probs, diseased = np.round(rng.random(40), 1), rng.random(40) < 0.5  # rounded: ties are averaged
+    idx = bootstrap_indices(40, 200, seed=0)
+    want = [roc_auc_score(diseased[s], probs[s]) for s in idx]
+    assert np.allclose(bootstrap_auc(probs, diseased, idx), want)
+    detected, fp = rng.integers(0, 5, (40, 8)), rng.integers(0, 5, (40, 8))
+    n_lesions = detected.max(axis=1) + rng.integers(0, 3, 40)
+    rates = CONFIG.froc_rates
+    curves = [froc_curve(detected[s], fp[s], n_lesions[s]) for s in idx]
+    at, score = froc_bootstrap(detected, fp, n_lesions, idx, 1.5, rates)
+    assert at == pytest.approx(percentile_ci(np.array([c.sensitivity_at(1.5) for c in curves])))
+    assert score == pytest.approx(percentile_ci(np.array([c.score(rates) for c in curves])))

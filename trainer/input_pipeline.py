@@ -114,9 +114,11 @@ def load_cache(cfg: DataConfig, size: int) -> ImageSet:
     if cache.size != size:
         raise ConfigError(f"The cache {cfg.path} holds {cache.size} px crops but input_size is {size}; "
                           f"set input_size = {cache.size} or prepare a {size} px cache.")
-    records = [r for split in ("train", "val") for r in cache.records(split)]
-    if cfg.max_images:
-        records = records[: cfg.max_images]
+    train, val = cache.records("train"), cache.records("val")
+    if cfg.max_images:  # keep the cache's train/val proportion
+        n_val = max(1, round(cfg.max_images * len(val) / max(1, len(train) + len(val))))
+        train, val = train[: cfg.max_images - n_val], val[:n_val]
+    records = train + val
     ids = np.array([r.image_id for r in records])
 
     def read(idx: np.ndarray):
@@ -125,7 +127,8 @@ def load_cache(cfg: DataConfig, size: int) -> ImageSet:
     return ImageSet(
         ids=ids, patients=np.array([r.patient for r in records]), levels=np.array([r.level for r in records], int),
         labels=np.array([r.label for r in records], int), splits=np.array([r.split for r in records]),
-        read=read, size=size, source=str(Path(cfg.path)), skipped=[],
+        read=read, size=size, source=str(Path(cfg.path)),
+        skipped=[(d["image_id"], d["reason"]) for d in cache.summary().get("skipped_images", [])],
     )
 
 

@@ -154,7 +154,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     schedule = _lr_schedule(cfg, steps)
     epoch_end = EpochEnd(run, cam_model, val_seqs, images.labels[val_idx], images.ids[val_idx], state,
                          lambda e: float(np.asarray(schedule(e * steps))), cfg.epochs, cfg.early_stopping_patience,
-                         log)
+                         log, time_budget_s=cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None)
     own = [epoch_end]
     if all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard")):
         own.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False,
@@ -166,7 +166,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     log(f"training {cfg.name}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.input_size} px, "
         f"width {cfg.width}, {steps} steps/epoch, backend {runtime.backend} on {', '.join(runtime.devices)}, "
         f"{runtime.dtype_policy}")
-    if state["epochs_done"] < cfg.epochs and not state.get("stopped_early"):
+    if state["epochs_done"] < cfg.epochs and not state.get("stopped_early") and not state.get("stopped_by_time_budget"):
         model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], verbose=verbose,
                   callbacks=own + list(callbacks or []))
     return _write_summary(run, cfg, state, data_summary, runtime, time.monotonic() - started)
@@ -178,6 +178,7 @@ def _write_summary(run: RunFolder, cfg: TrainConfig, state: dict, data: dict, ru
         "name": cfg.name, "best_val_auc": state["best_auc"], "best_epoch": state["best_epoch"],
         "epochs_done": state["epochs_done"], "epochs_planned": cfg.epochs,
         "stopped_early": bool(state.get("stopped_early", False)),
+        "stopped_by_time_budget": bool(state.get("stopped_by_time_budget", False)),
         "last_val_auc": finite[-1]["val_auc"] if finite else None,
         "train_seconds": round(state.get("train_seconds", 0.0), 1), "wall_seconds_this_session": round(wall, 1),
         "input_size": cfg.input_size, "width": cfg.width, "normalisation": cfg.data.normalisation,

@@ -47,16 +47,19 @@ class EpochEnd(keras.callbacks.Callback):
         total_epochs: epochs the run should reach.
         patience: early-stopping patience in epochs (None = never).
         log: where the one-line-per-epoch report goes.
+        time_budget_s: stop after the first epoch that ends past this much training time (seconds).
     """
 
     def __init__(self, run: RunFolder, cam_model: keras.Model, val_sequences: list, val_labels: np.ndarray,
                  val_ids: np.ndarray, state: dict, lr_at_epoch: Callable[[int], float], total_epochs: int,
-                 patience: int | None = None, log: Callable[[str], None] = print):
+                 patience: int | None = None, log: Callable[[str], None] = print,
+                 time_budget_s: float | None = None):
         super().__init__()
         self.run, self.cam_model, self.val_sequences = run, cam_model, val_sequences
         self.val_labels, self.val_ids, self.state = val_labels, val_ids, state
         self.lr_at_epoch, self.total_epochs, self.patience, self.log = lr_at_epoch, total_epochs, patience, log
         self.checkpoint = TrainingCheckpoint(run.path)
+        self.time_budget_s = time_budget_s
         self._start = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -86,6 +89,9 @@ class EpochEnd(keras.callbacks.Callback):
         state["train_seconds"] = state.get("train_seconds", 0.0) + seconds
         if self.patience and epoch + 1 - state.get("best_epoch", 0) >= self.patience:
             state["stopped_early"] = True
+            self.model.stop_training = True
+        if self.time_budget_s and state["train_seconds"] >= self.time_budget_s and epoch + 1 < self.total_epochs:
+            state["stopped_by_time_budget"] = True
             self.model.stop_training = True
         # Checkpoint last: after a kill, the run resumes from the last epoch whose files are all written.
         self.checkpoint.save(self.model, self.model.optimizer, state)

@@ -86,6 +86,9 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, description="seed of weights init, shuffling and augmentation")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop when validation AUC has not improved for this many epochs; None = never")
+    time_budget_minutes: float | None = Field(
+        None, gt=0.0, description="stop after the first epoch that ends past this many minutes of training "
+        "(CPU-sized runs); None = no limit")
     tta_flip: bool = Field(False, description="validate on the mean of the image and its horizontal flip")
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()

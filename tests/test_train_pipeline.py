@@ -1,0 +1,122 @@
+"""Input pipeline and on-device augmentation: batches, class weights, per-epoch shuffles, FOV-aware augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from trainer.augment import FundusAugment  # noqa: E402
+from trainer.input_pipeline import BatchSequence, ImageSet, class_weights  # noqa: E402
+
+SIZE = 32
+
+
+def _disc(size: int = SIZE) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    return (xx - c) ** 2 + (yy - c) ** 2 <= (0.45 * size) ** 2
+
+
+def _image_set(n: int = 10, seed: int = 0) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(20, 230, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    masks = np.repeat(_disc()[None], n, axis=0)
+    rgb[~masks] = 0
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 1, 0, 0][:n])
+    return ImageSet(ids=np.array([f"{i}_left" for i in range(n)]), patients=np.array([str(i) for i in range(n)]),
+                    levels=labels * 2, labels=labels, splits=np.array(["train"] * n),
+                    read=lambda idx: (rgb[idx], masks[idx]), size=SIZE, source="memory", skipped=[])
+
+
+def test_balanced_class_weights_equalise_the_classes():
+    labels = np.array([0] * 8 + [1] * 2)
+    w = class_weights(labels, "balanced")
+    np.testing.assert_allclose(w, [10 / 16, 10 / 4])
+    assert w[labels].sum() / labels.size == pytest.approx(1.0)  # mean weight 1: same loss scale as unweighted
+    assert w[0] * 8 == pytest.approx(w[1] * 2)
+    np.testing.assert_array_equal(class_weights(labels, "none"), [1.0, 1.0])
+
+
+def test_training_batches_are_standardised_weighted_and_shuffled_per_epoch():
+    images = _image_set()
+    weights = class_weights(images.labels, "balanced")
+    seq = BatchSequence(images, np.arange(10), batch_size=4, weights=weights, shuffle_seed=3)
+    assert len(seq) == 2  # the incomplete last batch is dropped in training
+    x, y, w = seq[0]
+    assert x.shape == (4, SIZE, SIZE, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    np.testing.assert_allclose(w, weights[y])
+    inside = x[0][_disc()]
+    assert abs(inside.mean()) < 1e-4 and inside.std() == pytest.approx(1.0, abs=1e-3)
+    assert np.all(x[0][~_disc()] == 0)
+    order0 = seq._order.copy()
+    seq.on_epoch_end()
+    order1 = seq._order.copy()
+    assert not np.array_equal(order0, order1) and sorted(order1) == list(range(10))
+    again = BatchSequence(images, np.arange(10), batch_size=4, weights=weights, shuffle_seed=3, first_epoch=1)
+    np.testing.assert_array_equal(again._order, order1)  # a resumed run sees the same epoch order
+
+
+def test_evaluation_batches_keep_order_cover_everything_and_flip_for_tta():
+    images = _image_set()
+    plain = BatchSequence(images, np.arange(10), batch_size=4)
+    flipped = BatchSequence(images, np.arange(10), batch_size=4, hflip=True)
+    assert len(plain) == 3
+    batches = [plain[i][0] for i in range(3)]
+    assert sum(b.shape[0] for b in batches) == 10
+    np.testing.assert_array_equal(flipped[2][0], batches[2][:, :, ::-1])
+
+
+def _augment(**kwargs) -> FundusAugment:
+    base = dict(brightness=0.0, contrast=0.0, rotation_deg=0.0, hflip=False, vflip=False, seed=1)
+    base.update(kwargs)
+    return FundusAugment(**base)
+
+
+def test_augmentation_is_the_identity_at_inference():
+    x = np.random.default_rng(0).standard_normal((2, SIZE, SIZE, 3)).astype("float32")
+    out = FundusAugment(seed=0)(x, training=False)
+    np.testing.assert_array_equal(np.asarray(out), x)
+
+
+def test_brightness_and_contrast_act_inside_the_fov_only_within_their_ranges():
+    x = np.random.default_rng(0).standard_normal((6, SIZE, SIZE, 3)).astype("float32")
+    x[:, ~_disc()] = 0
+    out = np.asarray(_augment(brightness=0.3, contrast=0.2)(x, training=True))
+    assert np.all(out[:, ~_disc()] == 0)
+    for i in range(6):
+        inside_in, inside_out = x[i][_disc()].ravel(), out[i][_disc()].ravel()
+        factor, shift = np.polyfit(inside_in, inside_out, 1)
+        assert 0.8 - 1e-4 <= factor <= 1.2 + 1e-4 and -0.3 - 1e-4 <= shift <= 0.3 + 1e-4
+        np.testing.assert_allclose(inside_out, inside_in * factor + shift, atol=1e-4)
+
+
+def test_flips_give_the_image_or_its_mirror_and_both_occur():
+    x = np.random.default_rng(1).standard_normal((16, SIZE, SIZE, 3)).astype("float32")
+    out = np.asarray(_augment(hflip=True)(x, training=True))
+    same = [np.array_equal(o, i) for o, i in zip(out, x)]
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert any(same) and any(mirrored)
+
+
+def test_rotation_turns_about_the_image_centre():
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype("float32")
+    c = (SIZE - 1) / 2
+    radial = np.sqrt((xx - c) ** 2 + (yy - c) ** 2) * _disc()  # rotation invariant about the centre
+    x = np.repeat(radial[None, :, :, None], 3, axis=-1).repeat(4, axis=0).astype("float32")
+    out = np.asarray(_augment(rotation_deg=180.0)(x, training=True))
+    inner = (np.sqrt((xx - c) ** 2 + (yy - c) ** 2) < 0.4 * SIZE)
+    np.testing.assert_allclose(out[:, inner], x[:, inner], atol=0.6)  # bilinear resampling error < 1 px
+    spot = np.zeros_like(x)
+    spot[:, 4:8, 14:18] = 1.0  # an off-centre spot moves with the rotation
+    moved = np.asarray(_augment(rotation_deg=180.0)(spot, training=True))
+    assert np.mean([np.abs(m - s).sum() > 1.0 for m, s in zip(moved, spot)]) >= 0.75
+
+
+def test_augment_config_round_trip():
+    layer = FundusAugment(brightness=0.1, contrast=0.3, rotation_deg=90, hflip=False, vflip=True, seed=7)
+    clone = FundusAugment.from_config(layer.get_config())
+    assert (clone.brightness, clone.contrast, clone.rotation_deg, clone.hflip, clone.vflip, clone.seed) == (
+        0.1, 0.3, 90.0, False, True, 7)

@@ -26,13 +26,15 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes, fsync: bool = True) -> Path:
+def write_atomic(path: str | Path, data: bytes, fsync: bool = True, sync_folder: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically.
 
     Args:
         path: destination file; its folder is created if missing.
         data: the complete file content.
-        fsync: flush the data and the folder to disk (turn off only for throwaway output).
+        fsync: flush the data (and the folder) to disk (turn off only for throwaway output).
+        sync_folder: also fsync the folder; callers writing several files into one folder pass False and call
+            :func:`fsync_dir` once after the last one.
 
     Returns:
         The destination path.
@@ -50,6 +52,6 @@ def write_atomic(path: str | Path, data: bytes, fsync: bool = True) -> Path:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    if fsync:
+    if fsync and sync_folder:
         fsync_dir(path.parent)
     return path

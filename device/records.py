@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.atomic import TMP_SUFFIX, write_atomic
+from device.atomic import TMP_SUFFIX, fsync_dir, write_atomic
 from device.errors import HardwareError
 from device.result import ScreeningResult, Verdict
 
@@ -153,8 +153,10 @@ class RecordStore:
         jpg_b, png_b = jpg.tobytes(), png.tobytes()
         photo_rel, screen_rel = rel / f"{rid}_photo.jpg", rel / f"{rid}_screen.png"
         try:
-            write_atomic(self.folder / photo_rel, jpg_b, self.fsync)
-            write_atomic(self.folder / screen_rel, png_b, self.fsync)
+            write_atomic(self.folder / photo_rel, jpg_b, self.fsync, sync_folder=False)
+            write_atomic(self.folder / screen_rel, png_b, self.fsync, sync_folder=False)
+            if self.fsync:  # both renames durable before the record that points at them is committed
+                fsync_dir(self.folder / rel)
         except OSError as exc:
             raise HardwareError(f"The record could not be written ({exc.strerror}): free disk space or check the "
                                 "storage card.") from exc

@@ -116,3 +116,16 @@ def test_open_camera_picks_by_type(tmp_path):
     assert isinstance(open_camera({"type": "opencv", "device": 3}), OpenCVCamera)
     with pytest.raises(ValueError):
         open_camera({"type": "webcam"})
+
+
+@pytest.mark.hardware
+@pytest.mark.parametrize("kind", ["picamera2", "opencv"])
+def test_real_camera_captures_a_still(kind):
+    """On a unit: pytest --hardware tests/test_camera.py -k <kind>."""
+    cam = open_camera({"type": kind})
+    try:
+        frame = cam.capture()
+    except HardwareError as exc:
+        pytest.skip(f"no {kind} camera here: {exc}")
+    assert frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3 and frame.rgb.dtype == np.uint8
+    cam.close()

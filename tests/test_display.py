@@ -115,3 +115,14 @@ def test_fake_display_records_and_bounds_memory():
 def test_letterbox_keeps_aspect():
     out = letterbox(np.full((100, 50, 3), 9, np.uint8), 200, 100)
     assert out.shape == (100, 200, 3) and out[:, 75:125].min() == 9 and out[:, :70].max() == 0
+
+
+@pytest.mark.hardware
+def test_real_framebuffer_shows_a_screen():
+    """On a unit: pytest --hardware tests/test_display.py (needs /dev/fb0 and the 'video' group)."""
+    from device.screen_render import render_message
+
+    fb = FramebufferDisplay(FramebufferDisplayConfig())
+    fb.show(render_message("DISPLAY TEST", "If you can read this, the framebuffer sink works.", "info", fb.size))
+    assert fb.frames == 1
+    fb.close()

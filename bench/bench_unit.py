@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from device.camera import list_images  # noqa: E402
+from device.errors import ScreeningError  # noqa: E402
 from device.imageio import load_image  # noqa: E402
 from device.pipeline import model_info, screen_frame  # noqa: E402
 from device.quality import QualityGate  # noqa: E402
@@ -40,9 +41,16 @@ SCREEN_SIZE = (800, 480)  # Raspberry Pi 7" display
 
 def export_untrained(size: int, fmt: str, out_root: Path) -> Path:
     """Export the paper's CAM network (width 1.0) with random weights as a bundle, once; returns its folder."""
+    from device.errors import ModelError
+    from device.model_bundle import read_card
+
     folder = out_root / f"untrained-{fmt}-{size}"
     if (folder / "model.json").is_file():
-        return folder
+        try:
+            read_card(folder)
+            return folder
+        except ModelError:  # exported under an older card schema: export again
+            pass
     from trainer.export import ExportOptions, export_bundle
     from trainer.model import build_cam_model
 
@@ -113,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = export_untrained(args.untrained, args.format, REPO / "out" / "bench_models")
     images = [p for p in list_images([args.images]) if "_" in p.stem and not any(
         bad in p.stem for bad in ("blurred", "dark", "not_fundus", "overexposed"))] or list_images([args.images])
-    ratio = report(run(model_dir, args.repeats, args.threads, images))
+    try:
+        ratio = report(run(model_dir, args.repeats, args.threads, images))
+    except ScreeningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if ratio <= GOAL_RATIO else 1
 
 

@@ -118,6 +118,42 @@ def _replace_folder(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _card(model, options: ExportOptions, runtime: LiteRTRuntime, flatbuffer: bytes, chosen: dict, held, calib,
+          report: dict, selftest_sha: str, training_data: TrainingData | None, metrics: dict | None,
+          source: str) -> ModelCard:
+    """The model card of an export (see :class:`device.model_card.ModelCard`)."""
+    size, fmt = runtime.input.shape[1], options.format
+    cells = size // 16
+    prob_atol, cam_min_corr = SELFTEST_TOLERANCES[fmt]
+    unspecified = TrainingData(dataset="unspecified", image_size=size, n_train=None, n_validation=None,
+                               licence="unknown")
+    held_name = "validation" if held.split == "val" else held.split or "synthetic"
+    return ModelCard(
+        id=options.model_id, format=fmt, sha256=hashlib.sha256(flatbuffer).hexdigest(),
+        input=InputSpec(size=size, shape=(1, size, size, 3), dtype=runtime.input.dtype.name,
+                        normalisation=options.normalisation, quantisation=_quant(runtime.input)),
+        outputs=tuple(OutputSpec(name=name, shape=shape, dtype=runtime.output(name).dtype.name,
+                                 quantisation=_quant(runtime.output(name)), description=text)
+                      for name, shape, text in (
+                          ("probs", (1, 2), "softmax over [non-referable, referable]"),
+                          ("cam", (1, cells, cells), "CAM of the referable class; cell i covers pixels 16i..16i+15"))),
+        cam_class=1, decision_threshold=chosen["threshold"],
+        threshold=Thresholds(method=chosen["method"], split=held.split or "synthetic",
+                             target_sensitivity=chosen["target_sensitivity"], sensitivity=chosen["sensitivity"],
+                             specificity=chosen["specificity"], n_images=len(held)),
+        region_threshold=options.region_threshold, region_normalisation=options.region_normalisation,
+        network=network_info(model), training_data=training_data or unspecified,
+        representative_data=RepresentativeData(source=calib.source, n_images=len(calib), split=calib.split)
+        if calib is not None else None,
+        metrics={f"{held_name}_auc_tflite": report["auc_tflite"], f"{held_name}_n_images": len(held),
+                 **(metrics or {})},
+        parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
+        selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
+                          cam_min_corr=cam_min_corr),
+        code_version=code_version(), created=datetime.now(timezone.utc), source=source, licence=MODEL_LICENCE,
+    )
+
+
 def export_bundle(model, options: ExportOptions, dataset=None, training_data: TrainingData | None = None,
                   metrics: dict | None = None, source: str = "keras model") -> ExportResult:
     """Export one Keras CAM model as a bundle ``<out_root>/<model_id>/``.
@@ -145,7 +181,8 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
         calib = dataset_images(dataset, "train", size, options.calibration_images, norm, seed=options.seed) \
             if fmt == "int8" else None
     else:
-        held = synthetic_images(options.synthetic_held_out or options.held_out_images, size, options.seed + 10_000, norm)
+        n_held = options.synthetic_held_out or options.held_out_images
+        held = synthetic_images(n_held, size, options.seed + 10_000, norm)
         calib = synthetic_images(options.calibration_images, size, options.seed, norm) if fmt == "int8" else None
     flatbuffer = convert_to_tflite(model, fmt, calib.images if calib is not None else None)
     runtime = LiteRTRuntime(flatbuffer)
@@ -171,33 +208,8 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
                           f"{rejected / 'parity_report.md'}, export float16 instead, or pass --force to bundle it "
                           "anyway.")
     selftest_sha = _write_selftest(staging, runtime, size, options.selftest_images, norm)
-    prob_atol, cam_min_corr = SELFTEST_TOLERANCES[fmt]
-    cells = size // 16
-    unspecified = TrainingData(dataset="unspecified", image_size=size, n_train=None, n_validation=None,
-                               licence="unknown")
-    card = ModelCard(
-        id=options.model_id, format=fmt, sha256=hashlib.sha256(flatbuffer).hexdigest(),
-        input=InputSpec(size=size, shape=(1, size, size, 3), dtype=runtime.input.dtype.name, normalisation=norm,
-                        quantisation=_quant(runtime.input)),
-        outputs=tuple(OutputSpec(name=name, shape=shape, dtype=runtime.output(name).dtype.name,
-                                 quantisation=_quant(runtime.output(name)), description=text)
-                      for name, shape, text in (
-                          ("probs", (1, 2), "softmax over [non-referable, referable]"),
-                          ("cam", (1, cells, cells), "CAM of the referable class; cell i covers pixels 16i..16i+15"))),
-        cam_class=1, decision_threshold=chosen["threshold"],
-        threshold=Thresholds(method=chosen["method"], split=held.split or "synthetic",
-                             target_sensitivity=chosen["target_sensitivity"], sensitivity=chosen["sensitivity"],
-                             specificity=chosen["specificity"], n_images=len(held)),
-        region_threshold=options.region_threshold, region_normalisation=options.region_normalisation,
-        network=network_info(model), training_data=training_data or unspecified,
-        representative_data=RepresentativeData(source=calib.source, n_images=len(calib), split=calib.split)
-        if calib is not None else None,
-        metrics={f"held_out_{held.source}_auc": report["auc_tflite"], **(metrics or {})},
-        parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
-        selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
-                          cam_min_corr=cam_min_corr),
-        code_version=code_version(), created=datetime.now(timezone.utc), source=source, licence=MODEL_LICENCE,
-    )
+    card = _card(model, options, runtime, flatbuffer, chosen, held, calib, report, selftest_sha, training_data,
+                 metrics, source)
     atomic_write_bytes(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
     load_bundle(staging, run_selftest=True)  # the unit's own checks, before the bundle is published
     final = out_root / options.model_id

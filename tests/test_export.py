@@ -160,12 +160,17 @@ def test_cli_exports_a_keras_file_and_sets_the_default(exported, tmp_path):
     path = tmp_path / "tiny.keras"
     exported[0].save(path)
     out = tmp_path / "models"
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"auc": 0.8, "test": {"auc": 0.7, "n_images": 61}, "froc_curve": [0.1, 0.2]}))
     result = CliRunner().invoke(cli, ["export", str(path), "--format", "float16", "--id", "cli", "--out", str(out),
-                                      "--data", "synthetic", "--held-out-images", "8", "--set-default"])
+                                      "--data", "synthetic", "--held-out-images", "8", "--set-default",
+                                      "--metrics", str(metrics)])
     assert result.exit_code == 0, result.output
     assert f"{out / 'cli-float16'}: threshold" in result.output and "parity passed" in result.output
     assert (out / "DEFAULT").read_text().strip() == "cli-float16"
     bundle = load_bundle(default_model_dir(out))
     assert bundle.card.source == "tiny.keras" and bundle.card.threshold.n_images == 8
+    assert bundle.card.metrics["evaluation.auc"] == 0.8 and bundle.card.metrics["evaluation.test.n_images"] == 61
+    assert not any("froc_curve" in key for key in bundle.card.metrics)
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(out)])
     assert missing.exit_code == 2 and "does not exist" in missing.output

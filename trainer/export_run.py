@@ -80,8 +80,8 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_i
         out_root: folder of the bundles (``models``).
         data: ``"run"`` (the run's own training data and split), ``"synthetic"``, or a cache/EyePACS folder.
         which: ``"best"`` or ``"last"`` weights of a run.
-        metrics_file: JSON with evaluation metrics (e.g. the DiaretDB1 report of ``trainer evaluate``), flattened
-            into the card.
+        metrics_file: JSON with evaluation metrics (e.g. the DiaretDB1 ``metrics.json`` of ``trainer evaluate``),
+            flattened into the card as ``evaluation.<key path>``.
         set_default: make an exported bundle the unit's default (``models/DEFAULT``): int8 when it was exported
             (passed parity or forced), else the first that was.
         **options: further :class:`trainer.export.ExportOptions` fields (held_out_images, force, ...).
@@ -104,7 +104,7 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_i
     metrics = _run_metrics(source) if source.is_dir() else {}
     if metrics_file is not None:
         try:
-            metrics.update(flatten_metrics(json.loads(Path(metrics_file).read_text(encoding="utf-8"))))
+            metrics.update(flatten_metrics(json.loads(Path(metrics_file).read_text(encoding="utf-8")), "evaluation."))
         except (OSError, ValueError) as exc:
             raise ExportError(f"The metrics file {metrics_file} cannot be read as JSON ({exc}); give the report "
                               "written by `trainer evaluate`.") from exc

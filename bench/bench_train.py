@@ -1,0 +1,194 @@
+"""Training throughput (images/s): end to end vs the model-only step, measured side by side in one run.
+
+    python bench/bench_train.py                                   # 256 and 512 px, width 1/8, a few steps (CPU)
+    python bench/bench_train.py --width 1.0 --batch 64 --steps 50 # GPU: the paper network
+    KERAS_BACKEND=jax python bench/bench_train.py --width 1.0 --batch 64 --steps 50 --jit on
+
+Variants per input size, all through ``model.fit`` on the same compiled training model (forward + backward +
+SGD momentum, class-weighted loss):
+
+- ``model-only``: one pre-standardised batch already in memory, no augmentation: the ceiling;
+- ``e2e, aug on device``: what ``train`` does: cached uint8 crops + FOV masks -> ``standardise`` in background
+  threads (``trainer.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
+- ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead (the alternative
+  placement; no augmentation layer in the step).
+
+The crops are synthetic discs (throughput does not depend on the pixels). Reported: images/s over the timed steps
+(after ``--warmup`` steps, which include compilation) and the ratio to model-only. The machine, backend and load
+are printed with the table, so figures from different machines are never mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+POOL_IMAGES = 64  # distinct cached crops served round-robin (enough to defeat caching effects in the pipeline)
+
+
+def _crops(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= (0.48 * size) ** 2
+    rgb = rng.integers(10, 240, (n, size, size, 3), dtype=np.uint8)
+    rgb[:, ~mask] = 0
+    return rgb, np.repeat(mask[None], n, axis=0)
+
+
+def _cv2_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    out = np.empty_like(x)
+    size = x.shape[1]
+    for i, img in enumerate(x):
+        fov = np.any(img != 0, axis=-1, keepdims=True)
+        img = (img * rng.uniform(0.8, 1.2) + rng.uniform(-0.2, 0.2)) * fov
+        img = img[:, ::-1] if rng.random() < 0.5 else img
+        img = img[::-1] if rng.random() < 0.5 else img
+        m = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), rng.uniform(-180, 180), 1.0)
+        out[i] = cv2.warpAffine(np.ascontiguousarray(img, np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
+
+
+def _sequences(size: int, batch: int, steps: int, workers: int):
+    import keras
+
+    from trainer.input_pipeline import BatchSequence, ImageSet
+
+    rgb, masks = _crops(POOL_IMAGES, size)
+    n = batch * steps
+    labels = np.arange(n) % 2
+    images = ImageSet(ids=np.arange(n).astype(str), patients=np.arange(n).astype(str), levels=labels * 2,
+                      labels=labels, splits=np.array(["train"] * n),
+                      read=lambda idx: (rgb[np.asarray(idx) % POOL_IMAGES], masks[np.asarray(idx) % POOL_IMAGES]),
+                      size=size, source="synthetic", skipped=[])
+    weights = np.ones(2, np.float32)
+    on_device = BatchSequence(images, np.arange(n), batch, weights=weights, shuffle_seed=0, workers=workers)
+
+    class PipelineAugmented(BatchSequence):
+        def __getitem__(self, i):
+            x, y, w = super().__getitem__(i)
+            return _cv2_augment(x, np.random.default_rng(i)), y, w
+
+    in_pipeline = PipelineAugmented(images, np.arange(n), batch, weights=weights, shuffle_seed=0, workers=workers)
+    x0, y0, w0 = on_device[0]
+
+    class Fixed(keras.utils.PyDataset):
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, i):
+            return x0, y0, w0
+
+    return Fixed(), on_device, in_pipeline
+
+
+class _Timer:
+    def __init__(self, warmup: int):
+        import keras
+
+        outer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == warmup - 1:
+                    outer.start = time.perf_counter()
+                outer.end = time.perf_counter()
+
+        self.callback = Callback()
+        self.start = self.end = 0.0
+
+
+def _rate(model, seq, warmup: int, steps: int, batch: int) -> float:
+    timer = _Timer(warmup)
+    model.fit(seq, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback])
+    return batch * steps / (timer.end - timer.start)
+
+
+def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, workers: int, jit: str) -> dict:
+    """Images/s of the three variants at one input size."""
+    import keras
+
+    from trainer.distribute import setup_runtime
+    from trainer.train import build_training
+    from trainer.train_config import load_train_config
+
+    cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
+                                                "jit_compile": jit})
+    plain_cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
+                                                      "jit_compile": jit, "augment.enabled": False})
+    runtime = setup_runtime(cfg)  # mixed precision on GPUs, as in `train`
+    fixed, on_device, in_pipeline = _sequences(size, batch, warmup + steps, workers)
+    augmented, _ = build_training(cfg, warmup + steps, runtime.accelerator)
+    plain, _ = build_training(plain_cfg, warmup + steps, runtime.accelerator)
+    rows = {"model-only": _rate(plain, fixed, warmup, steps, batch),
+            "e2e, aug on device": _rate(augmented, on_device, warmup, steps, batch),
+            "e2e, aug in pipeline": _rate(plain, in_pipeline, warmup, steps, batch)}
+    keras.backend.clear_session()
+    return rows
+
+
+def _machine() -> str:
+    import keras
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    devices = ""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = ", ".join(str(d) for d in jax.devices())
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        devices = ", ".join(g.name for g in gpus) or "CPU only"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, load {load:.1f}; Keras {keras.__version__} on "
+            f"{keras.backend.backend()} ({devices})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--width", type=float, default=0.125, help="channel multiplier (1.0 = paper net)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation) per variant")
+    parser.add_argument("--workers", type=int, default=2, help="input-pipeline threads")
+    parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                        help="auto = as `train`: on for JAX and accelerators, off for TensorFlow on CPU")
+    args = parser.parse_args(argv)
+    machine = _machine()
+    results = {s: bench_size(s, args.width, args.batch, args.steps, args.warmup, args.workers, args.jit)
+               for s in args.sizes}
+    print(f"\nmachine: {machine}")
+    print(f"width {args.width}, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"{args.workers} input threads, jit {args.jit}\n")
+    print(f"| size | {'variant':<22} | images/s | vs model-only |")
+    print(f"|---:|{'-' * 24}|---:|---:|")
+    for size, rows in results.items():
+        base = rows["model-only"]
+        for name, rate in rows.items():
+            print(f"| {size} | {name:<22} | {rate:8.1f} | {rate / base:6.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,11 +10,14 @@ SGD momentum, class-weighted loss):
 - ``model-only``: one pre-standardised batch already in memory, no augmentation: the ceiling;
 - ``e2e, aug on device``: what ``train`` does: cached uint8 crops + FOV masks -> ``standardise`` in background
   threads (``trainer.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
-- ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead (the alternative
-  placement; no augmentation layer in the step).
+- ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead
+  (``trainer.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"`` follows
+  this measurement.
 
 The crops are synthetic discs (throughput does not depend on the pixels). Reported: images/s over the timed steps
-(after ``--warmup`` steps, which include compilation) and the ratio to model-only. The machine, backend and load
+(after ``--warmup`` steps, which include compilation) and images per CPU-second of the process (all threads; the
+robust figure on a shared machine), each as the median of ``--rounds`` interleaved rounds, and the ratios to
+model-only. The machine, backend and load
 are printed with the table, so figures from different machines are never mixed.
 """
 
@@ -45,25 +48,10 @@ def _crops(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, np.repeat(mask[None], n, axis=0)
 
 
-def _cv2_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import cv2
-
-    out = np.empty_like(x)
-    size = x.shape[1]
-    for i, img in enumerate(x):
-        fov = np.any(img != 0, axis=-1, keepdims=True)
-        img = (img * rng.uniform(0.8, 1.2) + rng.uniform(-0.2, 0.2)) * fov
-        img = img[:, ::-1] if rng.random() < 0.5 else img
-        img = img[::-1] if rng.random() < 0.5 else img
-        m = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), rng.uniform(-180, 180), 1.0)
-        out[i] = cv2.warpAffine(np.ascontiguousarray(img, np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out
-
-
 def _sequences(size: int, batch: int, steps: int, workers: int):
     import keras
 
+    from trainer.augment import augment_batch
     from trainer.input_pipeline import BatchSequence, ImageSet
 
     rgb, masks = _crops(POOL_IMAGES, size)
@@ -79,7 +67,7 @@ def _sequences(size: int, batch: int, steps: int, workers: int):
     class PipelineAugmented(BatchSequence):
         def __getitem__(self, i):
             x, y, w = super().__getitem__(i)
-            return _cv2_augment(x, np.random.default_rng(i)), y, w
+            return augment_batch(x, np.random.default_rng(i)), y, w
 
     in_pipeline = PipelineAugmented(images, np.arange(n), batch, weights=weights, shuffle_seed=0, workers=workers)
     x0, y0, w0 = on_device[0]
@@ -95,6 +83,8 @@ def _sequences(size: int, batch: int, steps: int, workers: int):
 
 
 class _Timer:
+    """Wall-clock and process CPU time between the end of the warm-up and the last step."""
+
     def __init__(self, warmup: int):
         import keras
 
@@ -102,22 +92,26 @@ class _Timer:
 
         class Callback(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
+                now = (time.perf_counter(), time.process_time())
                 if batch == warmup - 1:
-                    outer.start = time.perf_counter()
-                outer.end = time.perf_counter()
+                    outer.start = now
+                outer.end = now
 
         self.callback = Callback()
-        self.start = self.end = 0.0
+        self.start = self.end = (0.0, 0.0)
 
 
-def _rate(model, seq, warmup: int, steps: int, batch: int) -> float:
+def _rates(model, seq, warmup: int, steps: int, batch: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process, all threads)."""
     timer = _Timer(warmup)
     model.fit(seq, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback])
-    return batch * steps / (timer.end - timer.start)
+    images = batch * steps
+    return images / (timer.end[0] - timer.start[0]), images / max(1e-9, timer.end[1] - timer.start[1])
 
 
-def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, workers: int, jit: str) -> dict:
-    """Images/s of the three variants at one input size."""
+def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, workers: int, jit: str,
+               rounds: int = 3) -> dict:
+    """Median (images/s wall-clock, images per CPU-second) of the three variants at one input size."""
     import keras
 
     from trainer.distribute import setup_runtime
@@ -128,13 +122,18 @@ def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, wor
                                                 "jit_compile": jit})
     plain_cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
                                                       "jit_compile": jit, "augment.enabled": False})
+    cfg = cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"placement": "device"})})
     runtime = setup_runtime(cfg)  # mixed precision on GPUs, as in `train`
     fixed, on_device, in_pipeline = _sequences(size, batch, warmup + steps, workers)
     augmented, _ = build_training(cfg, warmup + steps, runtime.accelerator)
     plain, _ = build_training(plain_cfg, warmup + steps, runtime.accelerator)
-    rows = {"model-only": _rate(plain, fixed, warmup, steps, batch),
-            "e2e, aug on device": _rate(augmented, on_device, warmup, steps, batch),
-            "e2e, aug in pipeline": _rate(plain, in_pipeline, warmup, steps, batch)}
+    variants = {"model-only": (plain, fixed), "e2e, aug on device": (augmented, on_device),
+                "e2e, aug in pipeline": (plain, in_pipeline)}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(rounds):  # interleaved rounds: a load change on a shared machine hits every variant alike
+        for name, (model, seq) in variants.items():
+            samples[name].append(_rates(model, seq, warmup, steps, batch))
+    rows = {name: tuple(float(np.median([s[i] for s in runs])) for i in (0, 1)) for name, runs in samples.items()}
     keras.backend.clear_session()
     return rows
 
@@ -172,22 +171,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation) per variant")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
     parser.add_argument("--workers", type=int, default=2, help="input-pipeline threads")
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                         help="auto = as `train`: on for JAX and accelerators, off for TensorFlow on CPU")
     args = parser.parse_args(argv)
     machine = _machine()
-    results = {s: bench_size(s, args.width, args.batch, args.steps, args.warmup, args.workers, args.jit)
+    results = {s: bench_size(s, args.width, args.batch, args.steps, args.warmup, args.workers, args.jit, args.rounds)
                for s in args.sizes}
     print(f"\nmachine: {machine}")
-    print(f"width {args.width}, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"{args.workers} input threads, jit {args.jit}\n")
-    print(f"| size | {'variant':<22} | images/s | vs model-only |")
-    print(f"|---:|{'-' * 24}|---:|---:|")
+    print(f"width {args.width}, batch {args.batch}, median of {args.rounds} interleaved rounds of {args.steps} timed "
+          f"steps after {args.warmup} warm-up, {args.workers} input threads, jit {args.jit}\n")
+    print(f"| size | {'variant':<22} | images/s | vs model-only | images/CPU-s | vs model-only |")
+    print(f"|---:|{'-' * 24}|---:|---:|---:|---:|")
     for size, rows in results.items():
-        base = rows["model-only"]
-        for name, rate in rows.items():
-            print(f"| {size} | {name:<22} | {rate:8.1f} | {rate / base:6.2f} |")
+        wall0, cpu0 = rows["model-only"]
+        for name, (wall, cpu) in rows.items():
+            print(f"| {size} | {name:<22} | {wall:8.1f} | {wall / wall0:6.2f} | {cpu:8.1f} | {cpu / cpu0:6.2f} |")
 
 
 if __name__ == "__main__":

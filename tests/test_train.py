@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from device.errors import ConfigError  # noqa: E402
-from trainer.train import load_run_model, train  # noqa: E402
+from trainer.train import augment_placement, load_run_model, train  # noqa: E402
 from trainer.train_config import load_train_config  # noqa: E402
 
 RUN_FILES = ("config.json", "version.json", "data.json", "history.csv", "history.json", "curves.png", "roc.png",
@@ -63,6 +63,7 @@ def test_tiny_run_writes_a_complete_run_folder(tf_run):
     assert version["code_version"] and version["backend"] == "tensorflow"
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
     assert lines[0].startswith("training tiny: 12 train / 4 val images at 32 px")
+    assert lines[0].endswith("augmentation: pipeline")  # CPU only: OpenCV in the input threads
     assert lines[1].startswith("epoch 1/2") and "val_auc" in lines[1] and "ETA" in lines[1]
 
 
@@ -111,3 +112,12 @@ def test_a_data_folder_that_does_not_exist_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"does not exist; check the path and try again\."):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_augmentation_placement_follows_the_measurement_unless_set():
+    cfg = load_train_config("paper")
+    assert augment_placement(cfg, "cpu") == "pipeline" and augment_placement(cfg, "gpu") == "device"
+    forced = load_train_config("paper", overrides=["augment.placement=device"])
+    assert augment_placement(forced, "cpu") == "device"
+    off = load_train_config("paper", overrides=["augment.enabled=false"])
+    assert augment_placement(off, "gpu") is None

@@ -27,7 +27,7 @@ JAX_RUN = textwrap.dedent("""
 
     data, tf_run, jax_run, x_path, out = sys.argv[1:]
     cfg = load_train_config("tiny", overrides={"data.path": data, "epochs": 1, "distribution": "data_parallel",
-                                               "num_devices": 2})
+                                               "num_devices": 2, "augment.placement": "device"})
     train(cfg, jax_run)
     x = np.load(x_path)
     result = {}
@@ -67,6 +67,7 @@ def test_jax_training_on_two_devices_and_weights_are_interchangeable_with_tensor
     version = json.loads((jax_dir / "version.json").read_text())
     assert version["backend"] == "jax" and version["data_parallel"] is True
     assert version["devices"] == ["cpu:0", "cpu:1"]
+    assert "augmentation: device" in proc.stdout  # FundusAugment traced and sharded under JAX
     summary = json.loads((jax_dir / "summary.json").read_text())
     assert summary["epochs_done"] == 1 and math.isfinite(json.loads((jax_dir / "history.json").read_text())[0]["loss"])
     jax_pred = np.load(out)

@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from trainer.augment import FundusAugment  # noqa: E402
+from trainer.augment import FundusAugment, augment_batch  # noqa: E402
 from trainer.input_pipeline import BatchSequence, ImageSet, class_weights  # noqa: E402
 
 SIZE = 32
@@ -68,10 +68,16 @@ def test_evaluation_batches_keep_order_cover_everything_and_flip_for_tta():
     np.testing.assert_array_equal(flipped[2][0], batches[2][:, :, ::-1])
 
 
-def _augment(**kwargs) -> FundusAugment:
-    base = dict(brightness=0.0, contrast=0.0, rotation_deg=0.0, hflip=False, vflip=False, seed=1)
+def _augment(impl: str, x: np.ndarray, **kwargs) -> np.ndarray:
+    """Run the device layer or the OpenCV pipeline version with only the given augmentations switched on."""
+    base = dict(brightness=0.0, contrast=0.0, rotation_deg=0.0, hflip=False, vflip=False)
     base.update(kwargs)
-    return FundusAugment(**base)
+    if impl == "device":
+        return np.asarray(FundusAugment(**base, seed=1)(x, training=True))
+    return augment_batch(x, np.random.default_rng(1), **base)
+
+
+IMPLEMENTATIONS = pytest.mark.parametrize("impl", ["device", "pipeline"])
 
 
 def test_augmentation_is_the_identity_at_inference():
@@ -80,39 +86,59 @@ def test_augmentation_is_the_identity_at_inference():
     np.testing.assert_array_equal(np.asarray(out), x)
 
 
-def test_brightness_and_contrast_act_inside_the_fov_only_within_their_ranges():
+@IMPLEMENTATIONS
+def test_brightness_and_contrast_act_inside_the_fov_only_within_their_ranges(impl):
     x = np.random.default_rng(0).standard_normal((6, SIZE, SIZE, 3)).astype("float32")
     x[:, ~_disc()] = 0
-    out = np.asarray(_augment(brightness=0.3, contrast=0.2)(x, training=True))
+    out = _augment(impl, x, brightness=0.3, contrast=0.2)
     assert np.all(out[:, ~_disc()] == 0)
+    factors = []
     for i in range(6):
         inside_in, inside_out = x[i][_disc()].ravel(), out[i][_disc()].ravel()
         factor, shift = np.polyfit(inside_in, inside_out, 1)
         assert 0.8 - 1e-4 <= factor <= 1.2 + 1e-4 and -0.3 - 1e-4 <= shift <= 0.3 + 1e-4
         np.testing.assert_allclose(inside_out, inside_in * factor + shift, atol=1e-4)
+        factors.append(factor)
+    assert np.ptp(factors) > 0.01  # a different draw per image
 
 
-def test_flips_give_the_image_or_its_mirror_and_both_occur():
+@IMPLEMENTATIONS
+def test_flips_give_the_image_or_its_mirror_and_both_occur(impl):
     x = np.random.default_rng(1).standard_normal((16, SIZE, SIZE, 3)).astype("float32")
-    out = np.asarray(_augment(hflip=True)(x, training=True))
+    out = _augment(impl, x, hflip=True)
     same = [np.array_equal(o, i) for o, i in zip(out, x)]
     mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)]
     assert all(s or m for s, m in zip(same, mirrored))
     assert any(same) and any(mirrored)
 
 
-def test_rotation_turns_about_the_image_centre():
+@IMPLEMENTATIONS
+def test_rotation_turns_about_the_image_centre(impl):
     yy, xx = np.mgrid[:SIZE, :SIZE].astype("float32")
     c = (SIZE - 1) / 2
     radial = np.sqrt((xx - c) ** 2 + (yy - c) ** 2) * _disc()  # rotation invariant about the centre
     x = np.repeat(radial[None, :, :, None], 3, axis=-1).repeat(4, axis=0).astype("float32")
-    out = np.asarray(_augment(rotation_deg=180.0)(x, training=True))
+    out = _augment(impl, x, rotation_deg=180.0)
     inner = (np.sqrt((xx - c) ** 2 + (yy - c) ** 2) < 0.4 * SIZE)
     np.testing.assert_allclose(out[:, inner], x[:, inner], atol=0.6)  # bilinear resampling error < 1 px
     spot = np.zeros_like(x)
     spot[:, 4:8, 14:18] = 1.0  # an off-centre spot moves with the rotation
-    moved = np.asarray(_augment(rotation_deg=180.0)(spot, training=True))
+    moved = _augment(impl, spot, rotation_deg=180.0)
     assert np.mean([np.abs(m - s).sum() > 1.0 for m, s in zip(moved, spot)]) >= 0.75
+    assert moved.sum() == pytest.approx(spot.sum(), rel=0.1)  # moved, not lost
+
+
+def test_pipeline_augmentation_is_seeded_per_epoch_and_batch():
+    images = _image_set()
+    kwargs = dict(brightness=0.2, contrast=0.2, rotation_deg=180.0, hflip=True, vflip=True)
+    weights = class_weights(images.labels, "balanced")
+    a = BatchSequence(images, np.arange(10), 4, weights=weights, shuffle_seed=5, augment=kwargs, first_epoch=2)
+    b = BatchSequence(images, np.arange(10), 4, weights=weights, shuffle_seed=5, augment=kwargs, first_epoch=2)
+    np.testing.assert_array_equal(a[1][0], b[1][0])  # a resumed run augments exactly as the killed one would have
+    plain = BatchSequence(images, np.arange(10), 4, weights=weights, shuffle_seed=5, first_epoch=2)
+    assert not np.allclose(a[1][0], plain[1][0])
+    b.on_epoch_end()
+    assert not np.allclose(a[1][0], b[1][0])
 
 
 def test_augment_config_round_trip():

@@ -33,7 +33,9 @@ KILLED_RUN = textwrap.dedent("""
             if self.epoch == {kill_epoch} and batch == {kill_batch}:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    cfg = load_train_config("tiny", overrides={{"data.path": sys.argv[1], "epochs": {epochs}}})
+    # Augmentation on the device: its random state is a model variable that the checkpoint must carry.
+    cfg = load_train_config("tiny", overrides={{"data.path": sys.argv[1], "epochs": {epochs},
+                                               "augment.placement": "device"}})
     train(cfg, sys.argv[2], callbacks=[KillMidEpoch()])
 """).format(kill_epoch=KILL_EPOCH, kill_batch=KILL_BATCH, epochs=EPOCHS)
 
@@ -58,6 +60,8 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_the_schedule_continuing(syn
     state = TrainingCheckpoint(run_dir).read_state()
     assert state["epochs_done"] == KILL_EPOCH  # the interrupted epoch left no trace in the checkpoint
     assert _iterations(run_dir) == KILL_EPOCH * STEPS
+    with np.load(run_dir / "checkpoint.npz") as data:
+        assert any("augment_seed" in p for p in json.loads(data["meta"].tobytes().decode())["paths"])
     before = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in before] == [1, 2]
 

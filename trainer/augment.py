@@ -11,8 +11,43 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import keras
+import numpy as np
 from keras import layers, ops
+
+
+def augment_batch(images: np.ndarray, rng: np.random.Generator, brightness: float = 0.2, contrast: float = 0.2,
+                  rotation_deg: float = 180.0, hflip: bool = True, vflip: bool = True) -> np.ndarray:
+    """The augmentation of :class:`FundusAugment`, with OpenCV on the host (the ``pipeline`` placement).
+
+    Args:
+        images: float32 (N, S, S, 3) standardised images (0 outside the FOV).
+        rng: the random generator (seeded per epoch and batch by the input pipeline).
+        brightness, contrast, rotation_deg, hflip, vflip: as :class:`FundusAugment`.
+
+    Returns:
+        float32 (N, S, S, 3) augmented images.
+    """
+    out = np.empty_like(images, dtype=np.float32)
+    height, width = images.shape[1:3]
+    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
+    for i, image in enumerate(images):
+        fov = np.any(image != 0, axis=-1, keepdims=True)
+        shift = rng.uniform(-brightness, brightness)
+        factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
+        image = (image * factor + shift) * fov if (brightness > 0 or contrast > 0) else image
+        if hflip and rng.random() < 0.5:
+            image = image[:, ::-1]
+        if vflip and rng.random() < 0.5:
+            image = image[::-1]
+        image = np.ascontiguousarray(image, np.float32)
+        if rotation_deg > 0:
+            matrix = cv2.getRotationMatrix2D(centre, rng.uniform(-rotation_deg, rotation_deg), 1.0)
+            image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out[i] = image
+    return out
 
 
 @keras.saving.register_keras_serializable(package="trainer")

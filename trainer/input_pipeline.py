@@ -19,6 +19,7 @@ import numpy as np
 from device.errors import ConfigError, ImageError
 from device.imageio import load_image
 from device.preprocess import preprocess, standardise
+from trainer.augment import augment_batch
 from trainer.train_config import DataConfig
 
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (uint8 (n,S,S,3), bool (n,S,S))
@@ -163,15 +164,16 @@ class BatchSequence(keras.utils.PyDataset):
         workers: background threads (0 = in the training loop).
         first_epoch: epoch whose shuffle order is served first (a resumed run starts where it stopped).
         hflip: serve the images flipped left-right (flip test-time augmentation).
+        augment: keyword arguments of :func:`trainer.augment.augment_batch` to augment in the pipeline, or None.
     """
 
     def __init__(self, images: ImageSet, indices: np.ndarray, batch_size: int, normalisation: str = "per_image",
                  weights: np.ndarray | None = None, shuffle_seed: int | None = None, workers: int = 0,
-                 first_epoch: int = 0, hflip: bool = False):
+                 first_epoch: int = 0, hflip: bool = False, augment: dict | None = None):
         super().__init__(workers=max(1, workers), use_multiprocessing=False, max_queue_size=max(2, 2 * workers))
         self.images, self.indices, self.batch_size = images, np.asarray(indices), batch_size
         self.normalisation, self.weights, self.shuffle_seed = normalisation, weights, shuffle_seed
-        self.epoch, self.hflip = first_epoch, hflip
+        self.epoch, self.hflip, self.augment = first_epoch, hflip, augment
         self._order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
@@ -196,6 +198,9 @@ class BatchSequence(keras.utils.PyDataset):
             x = np.ascontiguousarray(x[:, :, ::-1])
         if self.weights is None:
             return (x,)
+        if self.augment is not None:  # seeded by (seed, epoch, batch): the same after a resume
+            rng = np.random.default_rng([self.shuffle_seed or 0, self.epoch, batch])
+            x = augment_batch(x, rng, **self.augment)
         y = self.images.labels[idx].astype(np.int32)
         return x, y, self.weights[y]
 

@@ -76,13 +76,28 @@ def _jit(cfg: TrainConfig, backend: str, accelerator: str) -> bool:
     return backend == "jax" or accelerator != "cpu"
 
 
+def augment_placement(cfg: TrainConfig, accelerator: str) -> str | None:
+    """Where augmentation runs: ``"device"``, ``"pipeline"`` or None (disabled); see :mod:`trainer.augment`."""
+    if not cfg.augment.enabled:
+        return None
+    if cfg.augment.placement != "auto":
+        return cfg.augment.placement
+    return "pipeline" if accelerator == "cpu" else "device"
+
+
+def _augment_kwargs(cfg: TrainConfig) -> dict:
+    aug = cfg.augment
+    return dict(brightness=aug.brightness, contrast=aug.contrast, rotation_deg=aug.rotation_deg, hflip=aug.hflip,
+                vflip=aug.vflip)
+
+
 def build_training(cfg: TrainConfig, steps_per_epoch: int, accelerator: str = "cpu") -> tuple[TrainingModel, keras.Model]:
     """Build and compile the training model (call inside the runtime's scope; ``accelerator`` from the runtime)."""
     keras.utils.set_random_seed(cfg.seed)
     cam_model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)
-    aug = cfg.augment
-    augment = FundusAugment(aug.brightness, aug.contrast, aug.rotation_deg, aug.hflip, aug.vflip, seed=cfg.seed,
-                            dtype="float32", name="augment") if aug.enabled else None
+    on_device = augment_placement(cfg, accelerator) == "device"
+    augment = FundusAugment(**_augment_kwargs(cfg), seed=cfg.seed, dtype="float32", name="augment") \
+        if on_device else None
     model = TrainingModel(cam_model, augment, name="training_model")
     optimizer = keras.optimizers.SGD(_lr_schedule(cfg, steps_per_epoch), momentum=cfg.optimizer.momentum,
                                      nesterov=cfg.optimizer.nesterov)
@@ -142,8 +157,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     train_idx, val_idx = images.indices("train"), images.indices("val")
     weights = class_weights(images.labels[train_idx], cfg.class_weight)
     workers = cfg.data.workers
+    placement = augment_placement(cfg, runtime.accelerator)
     train_seq = BatchSequence(images, train_idx, cfg.batch_size, cfg.data.normalisation, weights,
-                              shuffle_seed=cfg.seed, workers=workers)
+                              shuffle_seed=cfg.seed, workers=workers,
+                              augment=_augment_kwargs(cfg) if placement == "pipeline" else None)
     val_seqs = [BatchSequence(images, val_idx, cfg.batch_size, cfg.data.normalisation, workers=workers,
                               hflip=flip) for flip in ((False, True) if cfg.tta_flip else (False,))]
     steps = len(train_seq)
@@ -169,7 +186,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
         verbose = 1 if sys.stdout.isatty() else 0
     log(f"training {cfg.name}: {len(train_idx)} train / {len(val_idx)} val images at {cfg.input_size} px, "
         f"width {cfg.width}, {steps} steps/epoch, backend {runtime.backend} on {', '.join(runtime.devices)}, "
-        f"{runtime.dtype_policy}")
+        f"{runtime.dtype_policy}, augmentation: {placement or 'off'}")
     if state["epochs_done"] < cfg.epochs and not state.get("stopped_early") and not state.get("stopped_by_time_budget"):
         model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], verbose=verbose,
                   callbacks=own + list(callbacks or []))

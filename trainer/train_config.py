@@ -54,6 +54,9 @@ class AugmentConfig(_Strict):
     rotation_deg: float = Field(180.0, ge=0.0, le=180.0, description="max rotation either way, degrees")
     hflip: bool = True
     vflip: bool = True
+    placement: Literal["auto", "device", "pipeline"] = Field(
+        "auto", description="where augmentation runs: 'device' = a Keras layer in the training step, 'pipeline' = "
+        "OpenCV in the input threads, 'auto' = pipeline on CPU-only machines (measured faster), device otherwise")
 
 
 class OptimizerConfig(_Strict):

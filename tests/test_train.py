@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from device.errors import ConfigError  # noqa: E402
-from trainer.train import augment_placement, load_run_model, train  # noqa: E402
+from trainer.train import augment_placement, load_run_model, train, validate_run  # noqa: E402
 from trainer.train_config import load_train_config  # noqa: E402
 
 RUN_FILES = ("config.json", "version.json", "data.json", "history.csv", "history.json", "curves.png", "roc.png",
@@ -121,3 +121,13 @@ def test_augmentation_placement_follows_the_measurement_unless_set():
     assert augment_placement(forced, "cpu") == "device"
     off = load_train_config("paper", overrides=["augment.enabled=false"])
     assert augment_placement(off, "gpu") is None
+
+
+@pytest.mark.slow
+def test_validate_run_reproduces_the_best_auc_and_supports_flip_tta(tf_run):
+    run_dir, summary, _ = tf_run
+    plain = validate_run(run_dir)
+    assert plain["auc"] == pytest.approx(summary["best_val_auc"], abs=1e-6)
+    assert (plain["images"], plain["tta_flip"], plain["which"]) == (4, False, "best")
+    tta = validate_run(run_dir, tta_flip=True)
+    assert tta["tta_flip"] and 0.0 <= tta["auc"] <= 1.0

@@ -30,7 +30,7 @@ from trainer.distribute import setup_runtime
 from trainer.input_pipeline import BatchSequence, class_weights, load_images
 from trainer.model import build_cam_model
 from trainer.run_folder import RunFolder
-from trainer.train_callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd
+from trainer.train_callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
 from trainer.train_config import TrainConfig, load_train_config
 
 CONFIG_NAME = "config.json"
@@ -240,3 +240,29 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
         keras.config.set_dtype_policy(policy)
     model.load_weights(weights)
     return model
+
+
+def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None = None) -> dict:
+    """Validation AUC of a run's model on its own validation split, optionally with flip test-time augmentation.
+
+    Args:
+        run_dir: the run folder.
+        which: ``best`` or ``last`` weights.
+        tta_flip: average the image and its horizontal flip; None = as the run's config says.
+
+    Returns:
+        ``{"auc", "images", "referable", "tta_flip", "which"}``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    cfg = load_run_config(run_dir)
+    model = load_run_model(run_dir, which)
+    tta = cfg.tta_flip if tta_flip is None else tta_flip
+    images = load_images(cfg.data, cfg.input_size)
+    val = images.indices("val")
+    seqs = [BatchSequence(images, val, cfg.batch_size, cfg.data.normalisation, workers=cfg.data.workers, hflip=f)
+            for f in ((False, True) if tta else (False,))]
+    labels = images.labels[val]
+    probs = predict_referable(model, seqs)
+    return {"auc": float(roc_auc_score(labels, probs)), "images": int(val.size), "referable": int(labels.sum()),
+            "tta_flip": bool(tta), "which": which}

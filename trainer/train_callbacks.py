@@ -97,7 +97,10 @@ class EpochEnd(keras.callbacks.Callback):
         self.checkpoint.save(self.model, self.model.optimizer, state)
         self.run.write_history(state["history"])
         recent = [h["seconds"] for h in state["history"][-5:]]
-        eta_min = np.mean(recent) * (self.total_epochs - epoch - 1) / 60.0
+        eta_s = np.mean(recent) * (self.total_epochs - epoch - 1)
+        if self.time_budget_s:  # the run stops after the epoch that crosses the budget
+            eta_s = min(eta_s, max(0.0, self.time_budget_s - state["train_seconds"]) + np.mean(recent))
+        eta_min = 0.0 if self.model.stop_training else eta_s / 60.0
         self.log(f"epoch {epoch + 1}/{self.total_epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}  "
                  f"val_auc {auc:.4f}  best {state['best_auc']:.4f}@{state['best_epoch']}  lr {row['lr']:.5f}  "
                  f"{seconds:.1f} s/epoch  ETA {eta_min:.1f} min")

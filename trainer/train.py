@@ -112,8 +112,7 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> RunFolder
     if resume:
         if not checkpoint.exists():
             raise ConfigError(f"There is no checkpoint in {run_dir} to resume from; start the run without --resume.")
-        frozen = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-        if frozen != json.loads(cfg.model_dump_json()):
+        if load_run_config(run_dir) != cfg:  # fields added since the run started take their defaults
             raise ConfigError(f"The config differs from the one {run_dir} was started with; resume with "
                               f"--resume {run_dir} alone (its config.json is used).")
     elif checkpoint.exists():

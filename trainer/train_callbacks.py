@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer.checkpoint import TrainingCheckpoint, _fsync_dir
+from trainer.checkpoint import TrainingCheckpoint, fsync_dir
 from trainer.run_folder import RunFolder
 
 BEST_WEIGHTS = "best.weights.h5"
@@ -25,7 +25,7 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def predict_referable(cam_model: keras.Model, sequences: list) -> np.ndarray:

@@ -100,6 +100,22 @@ def test_errors_are_one_sentence(synthetic_root, tmp_path):
     assert result.exit_code != 0 and "Evaluation setting 'connectivity' is invalid" in result.output
     with pytest.raises(Exception, match="needs the dataset's ground truth"):
         load_predictor("oracle")
+    result = runner.invoke(cli, ["evaluate", "--model", "oracle", "--data", str(synthetic_root), "--out",
+                                 str(tmp_path / "o"), "--decision-threshold", "1.5"])
+    assert result.exit_code != 0 and "is not 'auto' or a number between 0 and 1" in result.output
+
+
+def test_decision_threshold_sources(tmp_path):
+    from trainer.evaluate.predictors import run_threshold
+
+    assert run_threshold(tmp_path) == (0.5, "default 0.5 (the run folder has no val_predictions.csv)")
+    rows = ["image,label,prob_referable"] + [f"n{i},0,{0.60 + i / 100:.2f}" for i in range(5)] + \
+        [f"r{i},1,{0.70 + i / 100:.2f}" for i in range(5)]
+    (tmp_path / "val_predictions.csv").write_text("\n".join(rows) + "\n")
+    value, source = run_threshold(tmp_path)
+    assert 0.64 < value <= 0.70 and "Youden J on the run's 10 EyePACS validation predictions" in source
+    oracle = load_predictor("oracle", truth=lambda i: (True, np.zeros((2, 2), bool)), threshold="0.7")
+    assert (oracle.decision_threshold, oracle.threshold_source) == (0.7, "given on the command line")
 
 
 @pytest.mark.real_data

@@ -148,15 +148,17 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
 @click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
 @click.option("--publish", "publish_dir", default=None, type=click.Path(file_okay=False),
               help="Also copy metrics.json, report.md, roc.png, froc.png (no overlays) here, e.g. docs/results/x.")
+@click.option("--decision-threshold", "threshold", default="auto", show_default=True,
+              help="'auto': the bundle card's; for a run folder Youden J on its validation predictions; or a number.")
 def evaluate_cmd(model: str, data_root: str, out_dir: str, overrides: tuple[str, ...], which: str, n_overlays: int,
-                 image_ids: str | None, publish_dir: str | None) -> None:
+                 image_ids: str | None, publish_dir: str | None, threshold: str) -> None:
     """Evaluate a model on DiaretDB1: AUC, image- and lesion-level sensitivity, FROC, report (docs/evaluation.md)."""
     from device.errors import ScreeningError
     from trainer.evaluate.runner import run_evaluation, summary_lines
 
     try:
         ids = [i.strip() for i in image_ids.split(",") if i.strip()] if image_ids else None
-        result = run_evaluation(model, data_root, out_dir, overrides, which, n_overlays, ids)
+        result = run_evaluation(model, data_root, out_dir, overrides, which, n_overlays, ids, threshold=threshold)
     except ScreeningError as exc:
         raise click.ClickException(str(exc)) from None
     for line in summary_lines(result.metrics):

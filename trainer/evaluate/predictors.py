@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from device.errors import ModelError
+from device.errors import ConfigError, ModelError
 from device.preprocess import preprocess
 from device.regions import cam_to_original
 
@@ -82,12 +82,38 @@ class OraclePredictor:
         return (1.0 if diseased else 0.0), union.astype(np.float32)
 
 
-def keras_run_predictor(run_dir: str | Path, which: str = "best") -> ModelPredictor:
+def run_threshold(run_dir: str | Path) -> tuple[float, str]:
+    """The decision threshold export would give a run: Youden's J on the run's own validation predictions.
+
+    Returns:
+        ``(threshold, source)``; 0.5 with that reason when ``val_predictions.csv`` is missing or has one class.
+    """
+    import csv
+
+    from trainer.parity import choose_threshold
+
+    path = Path(run_dir) / "val_predictions.csv"
+    if not path.is_file():
+        return DEFAULT_DECISION_THRESHOLD, "default 0.5 (the run folder has no val_predictions.csv)"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([int(r["label"]) for r in rows])
+    probs = np.array([float(r["prob_referable"]) for r in rows])
+    choice = choose_threshold(labels, probs, "youden_j")
+    if choice["method"] != "youden_j":
+        return DEFAULT_DECISION_THRESHOLD, "default 0.5 (the run's validation predictions have one class)"
+    return choice["threshold"], (f"Youden J on the run's {len(rows)} EyePACS validation predictions "
+                                 f"(val_predictions.csv), as `trainer export` chooses it")
+
+
+def keras_run_predictor(run_dir: str | Path, which: str = "best",
+                        threshold: float | str = "auto") -> ModelPredictor:
     """A training run folder's model (``trainer.train.load_run_model``) as a predictor.
 
     Args:
         run_dir: ``runs/<name>`` written by ``python -m trainer train``.
         which: ``"best"`` (best validation AUC) or ``"last"`` weights.
+        threshold: ``"auto"`` (:func:`run_threshold`) or a number in (0, 1).
     """
     from trainer.train import load_run_config, load_run_model  # imports Keras: only when a Keras model is used
 
@@ -98,17 +124,22 @@ def keras_run_predictor(run_dir: str | Path, which: str = "best") -> ModelPredic
         out = model(image[None].astype(np.float32), training=False)
         return float(np.asarray(out["probs"])[0, 1]), np.asarray(out["cam"], np.float32)[0]
 
+    if threshold == "auto":
+        value, source = run_threshold(run_dir)
+    else:
+        value, source = float(threshold), "given on the command line"
     name = Path(run_dir).resolve().name
-    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", method=cfg.data.normalisation,
-                          threshold_source="default 0.5 (a run folder carries no decision threshold)")
+    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", value, source, cfg.data.normalisation)
 
 
-def bundle_predictor(path: str | Path, num_threads: int | None = None) -> ModelPredictor:
+def bundle_predictor(path: str | Path, num_threads: int | None = None,
+                     threshold: float | str = "auto") -> ModelPredictor:
     """A ``models/<id>`` bundle (``model.tflite`` + ``model.json``) through the unit's own runtime.
 
     Args:
         path: the bundle folder, or its ``model.tflite`` / ``model.json``.
         num_threads: interpreter threads (None: runtime default).
+        threshold: ``"auto"`` (the card's ``decision_threshold``) or a number in (0, 1).
     """
     from device.model_bundle import load_bundle
 
@@ -120,26 +151,48 @@ def bundle_predictor(path: str | Path, num_threads: int | None = None) -> ModelP
         prediction = bundle.predict(image)
         return prediction.prob_referable, np.asarray(prediction.cam, np.float32)
 
-    return ModelPredictor(model_fn, bundle.card.input.size, bundle.id, bundle.card.decision_threshold,
-                          "model card", "per_image")
+    value, source = ((bundle.card.decision_threshold, "model card") if threshold == "auto"
+                     else (float(threshold), "given on the command line"))
+    return ModelPredictor(model_fn, bundle.card.input.size, bundle.id, value, source, "per_image")
 
 
 def load_predictor(spec: str, which: str = "best", truth: Callable[[str], tuple[bool, np.ndarray]] | None = None,
-                   num_threads: int | None = None) -> Predictor:
+                   num_threads: int | None = None, threshold: float | str = "auto") -> Predictor:
     """Pick the predictor kind from ``spec``: ``"oracle"``, a run folder, or a bundle folder / ``.tflite`` file.
+
+    Args:
+        spec: what to run.
+        which: ``best`` or ``last`` weights of a run folder.
+        truth: ground truth per image, for the oracle.
+        num_threads: interpreter threads of a bundle.
+        threshold: decision threshold, ``"auto"`` (card; Youden J on a run's validation predictions; 0.5 for the
+            oracle) or a number in (0, 1).
 
     Raises:
         ModelError: the path is neither a run folder (config.json) nor a bundle (model.json).
+        ConfigError: a threshold outside (0, 1).
     """
+    if threshold != "auto":
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = -1.0
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"The decision threshold {threshold!r} is not 'auto' or a number between 0 and 1; "
+                              f"pass e.g. --decision-threshold 0.5.")
+        threshold = value
     if spec == "oracle":
         if truth is None:
             raise ModelError("The oracle needs the dataset's ground truth; pass --data with a DiaretDB1 folder.")
-        return OraclePredictor(truth)
+        oracle = OraclePredictor(truth)
+        if threshold != "auto":
+            oracle.decision_threshold, oracle.threshold_source = float(threshold), "given on the command line"
+        return oracle
     path = Path(spec)
     folder = path.parent if path.is_file() else path
     if (folder / "model.json").is_file():
-        return bundle_predictor(folder, num_threads)
+        return bundle_predictor(folder, num_threads, threshold)
     if (folder / "config.json").is_file():
-        return keras_run_predictor(folder, which)
+        return keras_run_predictor(folder, which, threshold)
     raise ModelError(f"{spec} is neither a model bundle (model.json + model.tflite) nor a training run folder "
                      f"(config.json); give models/<id>, runs/<name> or 'oracle'.")

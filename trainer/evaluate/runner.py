@@ -185,7 +185,7 @@ def _per_image_csv(counts: list[ImageCounts], config: EvaluationConfig, threshol
 
 def run_evaluation(model: str, data_root: str | Path, out_dir: str | Path, overrides: Sequence[str] = (),
                    which: str = "best", n_overlays: int = 6, image_ids: Sequence[str] | None = None,
-                   progress: bool = True) -> EvaluationResult:
+                   progress: bool = True, threshold: float | str = "auto") -> EvaluationResult:
     """What ``python -m trainer evaluate`` does: load the dataset and the model, evaluate, write the folder.
 
     Args:
@@ -197,6 +197,7 @@ def run_evaluation(model: str, data_root: str | Path, out_dir: str | Path, overr
         n_overlays: number of overlay images.
         image_ids: evaluate only these images.
         progress: show a progress bar.
+        threshold: decision threshold, ``"auto"`` or a number (see :func:`load_predictor`).
     """
     from trainer.data.diaretdb1 import load_diaretdb1
     from trainer.evaluate.config import load_evaluation_config
@@ -209,7 +210,7 @@ def run_evaluation(model: str, data_root: str | Path, out_dir: str | Path, overr
         masks = db.lesion_masks(image_id)
         return _diseased(db, image_id, masks, config), np.logical_or.reduce(list(masks.values()))
 
-    predictor = load_predictor(model, which=which, truth=truth)
+    predictor = load_predictor(model, which=which, truth=truth, threshold=threshold)
     return evaluate_diaretdb1(data_root, predictor, out_dir, config, n_overlays=n_overlays, image_ids=image_ids,
                               progress=progress, db=db)
 

@@ -47,6 +47,8 @@ def test_oracle_cam_scores_sensitivity_one_with_no_false_positives():
         assert lesion["froc_anypixel_score"] == 1.0
         assert lesion["operating_point"]["sensitivity"] == 1.0
         assert lesion["operating_point"]["fp_per_image"] == 0.0 and max(lesion["froc_curve"]["fp_per_image"]) == 0
+    swept = run(data, config=EvaluationConfig(n_bootstrap=0, froc_sweep="region_threshold"))
+    assert all(swept["lesions"][t]["froc_score"] == 1.0 for t in TYPES)
     # judged per type, the oracle's regions over the other types become false positives of this type
     strict = run(data, config=EvaluationConfig(n_bootstrap=0, fp_scope="per_type"))
     for t in TYPES:
@@ -129,6 +131,43 @@ def test_image_hits_are_gated_by_the_classifier_and_specificity_counts_healthy_i
     assert (metrics["sensitivity"], metrics["specificity"]) == (0.0, 0.5)
     ungated = run(data, probs=[0.2, 0.9, 0.1], config=EvaluationConfig(n_bootstrap=0, gate_by_classifier=False))
     assert ungated["lesions"][first]["image_sensitivity_50"] == 1.0 and ungated["image_specificity"] == 0.0
+
+
+def test_score_sweep_ranks_the_operating_point_regions_by_their_cam_maximum():
+    gt = np.zeros((100, 100), bool)
+    gt[10:20, 10:20] = True
+    cam = np.zeros((100, 100), np.float32)
+    cam[10:20, 10:20] = 0.7  # on the lesion, normalised 0.7 >= 0.65: a true positive with the lower score
+    cam[60:70, 60:70] = 1.0  # elsewhere: a false positive with the top score
+    config = EvaluationConfig(n_bootstrap=0, healthy_types=("haemorrhages",))
+    counts = count_image("s", 1.0, cam, {"haemorrhages": gt}, True, config)
+    assert counts.thresholds == (0.65,)
+    assert list(counts.scored.region_scores) == pytest.approx([1.0, 0.7]) or \
+        sorted(counts.scored.region_scores) == pytest.approx([0.7, 1.0])
+    le = subset_metrics([counts], config, 0.5, ("haemorrhages",))[0]["lesions"]["haemorrhages"]
+    # points: nothing (0, 0); score >= 1.0 -> (1 FP, 0 %); score >= 0.7 -> (1 FP, 100 %): envelope (0,0)-(1,1)
+    assert le["froc_curve"] == {"fp_per_image": [0.0, 1.0], "sensitivity": [0.0, 1.0]}
+    assert le["froc_sensitivity_at_1.5"] == 1.0
+    assert le["froc_score"] == pytest.approx(np.mean([0.125, 0.25, 0.5, 1, 1, 1, 1]))
+    assert le["operating_point"] == {"region_threshold": 0.65, "sensitivity": 1.0, "fp_per_image": 1.0,
+                                     "sensitivity_anypixel": 1.0, "fp_per_image_anypixel": 1.0}
+
+
+def test_region_threshold_sweep_lets_one_huge_region_cover_everything():
+    # a smooth ramp peaking away from the lesions: at 0.65 the region misses them, but sweeping the
+    # binarisation threshold down to 0.05 grows one region over the whole image that "detects" every lesion
+    gt = np.zeros((100, 100), bool)
+    gt[10:14, 10:14] = gt[80:84, 20:24] = True
+    yy, xx = np.mgrid[0:100, 0:100]
+    cam = (1.0 - np.hypot(yy - 50, xx - 90) / 150).astype(np.float32)
+    base = dict(n_bootstrap=0, healthy_types=("haemorrhages",))
+    by_score = subset_metrics([count_image("r", 1.0, cam, {"haemorrhages": gt}, True, EvaluationConfig(**base))],
+                              EvaluationConfig(**base), 0.5, ("haemorrhages",))[0]["lesions"]["haemorrhages"]
+    sweep = EvaluationConfig(**base, froc_sweep="region_threshold")
+    by_threshold = subset_metrics([count_image("r", 1.0, cam, {"haemorrhages": gt}, True, sweep)], sweep, 0.5,
+                                  ("haemorrhages",))[0]["lesions"]["haemorrhages"]
+    assert by_score["froc_sensitivity_at_1.5"] == 0.0
+    assert by_threshold["froc_sensitivity_at_1.5"] == 1.0  # the degenerate blob: why "score" is the default
 
 
 def test_froc_curve_interpolates_from_the_origin_and_keeps_the_envelope():

@@ -61,8 +61,13 @@ class EvaluationConfig(BaseModel):
     gate_by_classifier: bool = Field(True, description="image-level hits and the image-level specificity count "
                                      "regions only on images the classifier calls referable (as the unit shows "
                                      "them); ungated sensitivities are reported as well")
+    froc_sweep: Literal["score", "region_threshold"] = Field(
+        "score", description="'score': regions at `region_threshold`, swept by their CAM maximum (raw units); "
+        "'region_threshold': re-extract regions at every `froc_thresholds` value (lets huge low-threshold "
+        "regions cover many lesions for one FP; see docs/evaluation.md)")
     froc_thresholds: tuple[float, ...] = Field(FROC_THRESHOLDS, min_length=2,
-                                               description="region thresholds swept for the FROC curve")
+                                               description="region thresholds swept when froc_sweep="
+                                               "'region_threshold'")
     froc_rates: tuple[float, ...] = Field(FROC_SCORE_RATES, min_length=1,
                                           description="FP/image rates averaged into the FROC score")
     report_fp_rate: float = Field(REPORT_FP_RATE, gt=0.0, description="FP/image for `froc_sensitivity_at_1.5`")
@@ -86,7 +91,9 @@ class EvaluationConfig(BaseModel):
         return value
 
     def thresholds(self) -> tuple[float, ...]:
-        """The sweep, descending, always containing ``region_threshold`` (the unit's operating point)."""
+        """Region thresholds to extract regions at, descending, always containing ``region_threshold``."""
+        if self.froc_sweep == "score":
+            return (self.region_threshold,)
         return tuple(sorted(set(self.froc_thresholds) | {self.region_threshold}, reverse=True))
 
 

@@ -58,9 +58,16 @@ def froc_curve(detected: np.ndarray, false_positives: np.ndarray, n_lesions: np.
     total = int(np.sum(n_lesions))
     fp = np.concatenate([[0.0], false_positives.sum(axis=0) / n_images])
     sens = np.concatenate([[0.0], detected.sum(axis=0) / total if total else np.zeros(detected.shape[1])])
-    order = np.lexsort((sens, fp))  # by FP rate, ties by sensitivity
-    fp, sens = fp[order], np.maximum.accumulate(sens[order])
+    fp, sens = envelope(fp, sens)
     return FROCCurve(fp, sens, total)
+
+
+def envelope(fp: np.ndarray, sens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort points by FP rate, keep the best sensitivity at or below each rate, one point per distinct rate."""
+    order = np.lexsort((sens, fp))  # by FP rate, ties by sensitivity (ascending: the last of a tie is the best)
+    fp, sens = fp[order], np.maximum.accumulate(sens[order])
+    last = np.append(fp[1:] != fp[:-1], True)
+    return fp[last], sens[last]
 
 
 def froc_bootstrap(detected: np.ndarray, false_positives: np.ndarray, n_lesions: np.ndarray, idx: np.ndarray,
@@ -84,7 +91,6 @@ def froc_bootstrap(detected: np.ndarray, false_positives: np.ndarray, n_lesions:
     at_rate, scores = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
     query = np.asarray((report_rate, *rates), np.float64)
     for b in np.flatnonzero(totals > 0):
-        order = np.lexsort((sens[b], fp[b]))
-        values = np.interp(query, fp[b][order], np.maximum.accumulate(sens[b][order]))
+        values = np.interp(query, *envelope(fp[b], sens[b]))
         at_rate[b], scores[b] = values[0], values[1:].mean()
     return percentile_ci(at_rate), percentile_ci(scores)

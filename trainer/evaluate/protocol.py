@@ -23,6 +23,7 @@ than its connected-component labelling.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,6 +31,9 @@ import numpy as np
 from device.errors import ModelError
 from device.regions import label_components
 from trainer.evaluate.config import EvaluationConfig
+
+if TYPE_CHECKING:
+    from trainer.evaluate.scored import ScoredImage
 
 
 @dataclass(frozen=True)
@@ -107,17 +111,9 @@ def match_regions(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth,
         return Match(0, n_p, 0, 0, n_p, n_p, False, False)
     if n_p == 0:
         return Match(n_g, 0, 0, 0, 0, 0, False, False)
-    at_gt = (labels.ravel()[gt.index] if at_gt is None else at_gt).astype(np.int64)
-    inter = np.bincount(at_gt * (n_g + 1) + gt.component, minlength=(n_p + 1) * (n_g + 1))
-    inter = inter.reshape(n_p + 1, n_g + 1)[1:, 1:].astype(np.float64)  # (regions, lesions)
-    areas_g = gt.areas.astype(np.float64)
-    coverage = inter / areas_g[None, :]
+    coverage, touches, mean_iou = overlaps(labels, region_areas, gt, at_gt)
     best = coverage.max(axis=0)
-    touches = inter > 0
-    union = region_areas.astype(np.float64)[:, None] + areas_g[None, :] - inter
-    iou = np.where(touches, inter / union, 0.0)
     n_touched = touches.sum(axis=1)
-    mean_iou = np.divide(iou.sum(axis=1), n_touched, out=np.zeros(n_p), where=n_touched > 0)
     detected_any = int(touches.any(axis=0).sum())
     return Match(
         n_lesions=n_g, n_regions=n_p,
@@ -128,6 +124,28 @@ def match_regions(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth,
         image_hit_overlap=bool((best >= image_overlap - 1e-12).any()),
         image_hit_pixel=detected_any > 0,
     )
+
+
+def overlaps(labels: np.ndarray, region_areas: np.ndarray, gt: GroundTruth,
+             at_gt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Region-lesion overlap tables (needs at least one region and one lesion).
+
+    Returns:
+        ``coverage`` (regions, lesions): fraction of each lesion inside each region; ``touches`` (regions,
+        lesions) bool: at least one common pixel; ``mean_iou`` (regions,): mean IoU with the lesions a region
+        touches (0 when it touches none).
+    """
+    n_p, n_g = int(region_areas.size), gt.n_lesions
+    at_gt = (labels.ravel()[gt.index] if at_gt is None else at_gt).astype(np.int64)
+    inter = np.bincount(at_gt * (n_g + 1) + gt.component, minlength=(n_p + 1) * (n_g + 1))
+    inter = inter.reshape(n_p + 1, n_g + 1)[1:, 1:].astype(np.float64)  # (regions, lesions)
+    areas_g = gt.areas.astype(np.float64)
+    touches = inter > 0
+    union = region_areas.astype(np.float64)[:, None] + areas_g[None, :] - inter
+    iou = np.where(touches, inter / union, 0.0)
+    n_touched = touches.sum(axis=1)
+    mean_iou = np.divide(iou.sum(axis=1), n_touched, out=np.zeros(n_p), where=n_touched > 0)
+    return inter / areas_g[None, :], touches, mean_iou
 
 
 FIELDS = ("n_regions", "detected", "detected_any", "false_positives", "false_positives_any",
@@ -145,6 +163,7 @@ class ImageCounts:
         thresholds: the swept region thresholds, descending.
         n_lesions: ``{type: number of G_j}``.
         counts: ``{type: {field: int array (n_thresholds,)}}`` for each name in :data:`FIELDS`.
+        scored: per-region scores for the score-sweep FROC (``froc_sweep="score"``), else None.
     """
 
     image_id: str
@@ -153,6 +172,7 @@ class ImageCounts:
     thresholds: tuple[float, ...]
     n_lesions: dict[str, int]
     counts: dict[str, dict[str, np.ndarray]]
+    scored: "ScoredImage | None" = None
 
 
 def count_image(image_id: str, prob: float, heat: np.ndarray, lesion_masks: dict[str, np.ndarray], diseased: bool,
@@ -177,6 +197,7 @@ def count_image(image_id: str, prob: float, heat: np.ndarray, lesion_masks: dict
     # each type's pixels as positions inside the union's sorted pixel list: one gather per threshold serves all
     where = {t: np.searchsorted(union.index, g.index) for t, g in gts.items()}
     counts = {t: {f: np.zeros(len(thresholds), np.int64) for f in FIELDS} for t in gts}
+    scored = None
     if config.restrict_to_fov and fov_mask is not None:
         heat = np.where(fov_mask, heat, np.float32(0.0)).astype(np.float32)  # once, not once per threshold
     heat = np.asarray(heat, np.float32)
@@ -200,5 +221,11 @@ def count_image(image_id: str, prob: float, heat: np.ndarray, lesion_masks: dict
             if shared is not None:  # class-agnostic regions: FP only when they match no lesion of any type
                 counts[lesion_type]["false_positives"][k] = shared.false_positives
                 counts[lesion_type]["false_positives_any"][k] = shared.false_positives_any
+        if config.froc_sweep == "score" and threshold == config.region_threshold:
+            from trainer.evaluate.scored import region_peaks, score_image
+
+            scored = score_image(labels, areas, region_peaks(heat, labels, int(areas.size)), gts, union,
+                                 {t: at_union[where[t]] for t in gts}, at_union, config.lesion_coverage,
+                                 config.fp_iou, config.fp_scope == "all_types")
     return ImageCounts(image_id, float(prob), bool(diseased), thresholds,
-                       {t: g.n_lesions for t, g in gts.items()}, counts)
+                       {t: g.n_lesions for t, g in gts.items()}, counts, scored)

@@ -11,6 +11,7 @@ from trainer.evaluate.classification import ClassificationResult, classification
 from trainer.evaluate.config import EvaluationConfig
 from trainer.evaluate.froc import FROCCurve, froc_bootstrap, froc_curve
 from trainer.evaluate.protocol import ImageCounts
+from trainer.evaluate.scored import score_matrices
 
 
 def _stack(images: Sequence[ImageCounts], lesion_type: str, field: str) -> np.ndarray:
@@ -40,13 +41,18 @@ def lesion_metrics(images: Sequence[ImageCounts], lesion_type: str, referable: n
     has = n_les > 0
     detected, detected_any = _stack(images, lesion_type, "detected"), _stack(images, lesion_type, "detected_any")
     fp, fp_any = _stack(images, lesion_type, "false_positives"), _stack(images, lesion_type, "false_positives_any")
+    if config.froc_sweep == "score":  # the FROC ranks the operating point's regions by score
+        curve_counts = score_matrices([im.scored for im in images], lesion_type)
+    else:  # one FROC point per region threshold
+        curve_counts = (detected, detected_any, fp, fp_any)
     hit50 = _stack(images, lesion_type, "image_hit_overlap")[:, op].astype(bool)
     hit1 = _stack(images, lesion_type, "image_hit_pixel")[:, op].astype(bool)
     gate = referable if config.gate_by_classifier else np.ones_like(referable)
-    paper, anypixel = froc_curve(detected, fp, n_les), froc_curve(detected_any, fp_any, n_les)
+    c_det, c_det_any, c_fp, c_fp_any = curve_counts
+    paper, anypixel = froc_curve(c_det, c_fp, n_les), froc_curve(c_det_any, c_fp_any, n_les)
     rate, rates = config.report_fp_rate, config.froc_rates
     paper_ci, anypixel_ci = (froc_bootstrap(d, f, n_les, idx, rate, rates)
-                             for d, f in ((detected, fp), (detected_any, fp_any)))
+                             for d, f in ((c_det, c_fp), (c_det_any, c_fp_any)))
     n_images = max(1, len(images))
     out: dict[str, Any] = {
         "n_lesions": int(n_les.sum()),

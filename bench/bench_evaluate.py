@@ -7,9 +7,9 @@ One command, one table, all rows measured in the same run on the same machine::
     python bench/bench_evaluate.py --images 20           # fewer images (quick look)
 
 Rows: the oracle (no model: the protocol alone), a tiny random-weight Keras CAM net (TensorFlow, CPU), and an
-optional bundle or run folder. "metrics" is the full protocol per image (normalise, threshold at every value of the
-FROC sweep, connected components at 1500x1152, matching against the four lesion types) plus the final aggregation
-with bootstrap intervals; "regions" is one ``device.regions.propose_regions`` call at the unit's threshold.
+optional bundle or run folder. "metrics" is the full protocol per image (normalise, threshold, connected components at
+1500x1152, matching against the four lesion types, region scores) plus the final aggregation with bootstrap
+intervals; "regions" is one ``device.regions.propose_regions`` call at the unit's threshold.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a bundle (models/<id>) or run folder to add as a row")
     parser.add_argument("--images", type=int, default=89, help="number of images (default: all 89)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--sweep", choices=["score", "region_threshold"], default="score",
+                        help="FROC sweep (region_threshold extracts regions at 20 thresholds per image)")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
@@ -92,7 +94,7 @@ def main() -> None:
         source = "synthetic DiaretDB1 layout (real data absent)"
     db = load_diaretdb1(root)
     ids = db.image_ids[: args.images]
-    config = EvaluationConfig(n_bootstrap=args.bootstrap)
+    config = EvaluationConfig(n_bootstrap=args.bootstrap, froc_sweep=args.sweep)
 
     def truth(image_id: str):
         masks = db.lesion_masks(image_id)
@@ -105,7 +107,8 @@ def main() -> None:
         rows.append((f"{args.model}", lambda: load_predictor(args.model, truth=truth)))
 
     print(f"# bench_evaluate: {len(ids)} images of the {source}, {db.fov_mask.shape[1]}x{db.fov_mask.shape[0]}, "
-          f"{len(config.thresholds())} region thresholds, {args.bootstrap} bootstrap resamples")
+          f"FROC sweep '{config.froc_sweep}' ({len(config.thresholds())} region extraction(s) per image), "
+          f"{args.bootstrap} bootstrap resamples")
     print(f"# host: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}")
     smooth, random = region_ms(db)
     print(f"# one propose_regions call (32x32 CAM -> {db.fov_mask.shape[1]}x{db.fov_mask.shape[0]} + FOV mask, "

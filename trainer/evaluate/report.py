@@ -97,7 +97,11 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
               f"{'all lesion types' if metrics['protocol']['fp_scope'] == 'all_types' else 'its own type'}). "
               "Any-pixel rule: touched lesions are detected, regions touching none are false positives. "
               f"Sensitivity at {rate:g} FP/image and FROC score (mean at 1/8 … 8 FP/image); number of "
-              "ground-truth lesions in parentheses; operating point = the unit's region threshold.", "",
+              "ground-truth lesions in parentheses; operating point = the unit's region threshold. "
+              + ("The FROC ranks the operating point's regions by their CAM maximum, so the curve ends at the "
+                 "operating point; beyond its FP rate the sensitivity is held flat."
+                 if metrics["protocol"].get("froc_sweep", "score") == "score" else
+                 "The FROC re-extracts regions at every swept region threshold."), "",
               f"| type | subset (lesions) | paper rule @ {rate:g} | FROC score | any-pixel @ {rate:g} | "
               "any-pixel score | operating point: sens / FP per image | paper @ 1.5 |",
               "|---|---|---|---|---|---|---|---|"]

@@ -12,7 +12,7 @@ map is already on the photograph's pixel grid, in CAM units. Three kinds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -49,6 +49,7 @@ class ModelPredictor:
         decision_threshold: referable when prob >= this.
         threshold_source: where the threshold came from (``"model card"``, ``"default 0.5"``…).
         method: ``device.preprocess.standardise`` method the model was trained with.
+        details: extra facts for the report (run folder, epoch, validation AUC…).
     """
 
     model_fn: ModelFn
@@ -57,6 +58,7 @@ class ModelPredictor:
     decision_threshold: float = DEFAULT_DECISION_THRESHOLD
     threshold_source: str = "default 0.5 (the model carries no threshold)"
     method: str = "per_image"
+    details: dict = field(default_factory=dict)
 
     def __call__(self, image_id: str, rgb: np.ndarray) -> tuple[float, np.ndarray]:
         pre = preprocess(rgb, size=self.size, method=self.method, label=image_id)
@@ -129,7 +131,25 @@ def keras_run_predictor(run_dir: str | Path, which: str = "best",
     else:
         value, source = float(threshold), "given on the command line"
     name = Path(run_dir).resolve().name
-    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", value, source, cfg.data.normalisation)
+    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", value, source, cfg.data.normalisation,
+                          run_details(run_dir, which, cfg))
+
+
+def run_details(run_dir: str | Path, which: str, cfg) -> dict:
+    """What the report says about a run's weights: input size, width, epochs done, the chosen epoch's val AUC."""
+    import csv
+
+    details = {"run_dir": str(run_dir), "weights": which, "input_size": cfg.input_size, "width": cfg.width,
+               "normalisation": cfg.data.normalisation}
+    history = Path(run_dir) / "history.csv"
+    if history.is_file():
+        with history.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_auc") not in (None, "", "nan")]
+        if rows:
+            best = max(rows, key=lambda r: float(r["val_auc"])) if which == "best" else rows[-1]
+            details.update(epochs_done=int(rows[-1]["epoch"]), epoch=int(best["epoch"]),
+                           val_auc=round(float(best["val_auc"]), 4))
+    return details
 
 
 def bundle_predictor(path: str | Path, num_threads: int | None = None,

@@ -38,9 +38,12 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
     rate = metrics["protocol"]["report_fp_rate"]
     key = f"froc_sensitivity_at_{rate:g}"
     model = metrics["model"]
+    details = model.get("details") or {}
+    about = ", ".join(f"{k} {v}" for k, v in details.items() if k != "run_dir")
     lines = [
         f"# DiaretDB1 evaluation — `{model['id']}`",
         "",
+        *([f"Model: {about}.", ""] if about else []),
         "Research tool, not a medical device. Protocol: Gondal et al., ICIP 2017, §4.3 as specified in "
         "docs/evaluation.md; 95 % bootstrap intervals over images in brackets "
         f"({metrics['protocol']['n_bootstrap']} resamples, seed {metrics['protocol']['seed']}). "

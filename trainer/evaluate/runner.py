@@ -147,7 +147,8 @@ def evaluate_diaretdb1(data_root: str | Path, predictor: Predictor, out_dir: str
     metrics.update({
         "schema": SCHEMA,
         "model": {"id": predictor.model_id, "decision_threshold": predictor.decision_threshold,
-                  "decision_threshold_source": predictor.threshold_source},
+                  "decision_threshold_source": predictor.threshold_source,
+                  **({"details": predictor.details} if getattr(predictor, "details", None) else {})},
         "dataset": {"root": str(data_root), "n_images": len(ids), "n_test": len(subsets["test"]),
                     "ground_truth": f"fused expert map >= {config.confidence:.0%} confidence"},
         "protocol": json.loads(config.model_dump_json()),

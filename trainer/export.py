@@ -233,8 +233,13 @@ def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, float | int | str
     return flat
 
 
-def training_summary(dataset, size: int, licence: str | None = None) -> TrainingData:
-    """The card's training-data block from a ``trainer.input_pipeline.ImageSet`` (counts only, no file names)."""
+def training_summary(dataset, size: int, licence: str | None = None, recipe: str = "") -> TrainingData:
+    """The card's training-data block from a ``trainer.input_pipeline.ImageSet`` (counts only, no file names).
+
+    Args:
+        dataset: the training data; size: model input in pixels; licence: data terms (default: guessed from the
+            dataset name); recipe: one line on how the model was trained, prepended to the notes.
+    """
     summary = dataset.summary()
     name = Path(str(summary["source"])).name or str(summary["source"])
     if licence is None:
@@ -243,7 +248,8 @@ def training_summary(dataset, size: int, licence: str | None = None) -> Training
     return TrainingData(
         dataset=name, image_size=size, n_train=summary["train"]["images"], n_validation=summary["val"]["images"],
         n_train_referable=summary["train"]["referable"], n_validation_referable=summary["val"]["referable"],
-        licence=licence, notes=f"patient-level split; {summary.get('skipped', 0)} unusable images skipped",
+        licence=licence,
+        notes=f"{recipe + '; ' if recipe else ''}patient-level split; {summary.get('skipped', 0)} unusable images skipped",
     )
 
 

@@ -68,6 +68,18 @@ def _run_metrics(source: Path) -> dict:
     return {f"training.{k}": data[k] for k in keys if k in data and not isinstance(data[k], (dict, list))}
 
 
+def _recipe(config, metrics: dict) -> str:
+    """One line on how a run was trained, for the card (empty for a .keras file)."""
+    if config is None:
+        return ""
+    opt = config.optimizer
+    done = metrics.get("training.epochs_done", "?")
+    best = metrics.get("training.best_epoch", "?")
+    return (f"run '{config.name}': CAM net width {config.width} at {config.input_size} px, {config.data.normalisation} "
+            f"normalisation, SGD lr {opt.learning_rate} momentum {opt.momentum}, {done} of {config.epochs} planned "
+            f"epochs, best epoch {best}")
+
+
 def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_id: str | None = None,
                out_root: str | Path = "models", data: str = DATA_FROM_RUN, which: str = "best",
                metrics_file: str | Path | None = None, set_default: bool = False, **options) -> ExportSummary:
@@ -109,7 +121,7 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_i
             raise ExportError(f"The metrics file {metrics_file} cannot be read as JSON ({exc}); give the report "
                               "written by `trainer evaluate`.") from exc
     base_id = model_id or f"{(config.name if config else source.stem)}-{size}px"
-    summary = training_summary(dataset, size) if dataset is not None else None
+    summary = training_summary(dataset, size, recipe=_recipe(config, metrics)) if dataset is not None else None
     described = f"run {source.name} ({which} weights)" if config else source.name
     results, failures = [], {}
     for fmt in formats:

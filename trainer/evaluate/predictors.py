@@ -173,7 +173,14 @@ def bundle_predictor(path: str | Path, num_threads: int | None = None,
 
     value, source = ((bundle.card.decision_threshold, "model card") if threshold == "auto"
                      else (float(threshold), "given on the command line"))
-    return ModelPredictor(model_fn, bundle.card.input.size, bundle.id, value, source, "per_image")
+    card = bundle.card
+    details = {"bundle": str(folder), "format": card.format, "input_size": card.input.size,
+               "runtime": bundle.runtime.backend, "source": getattr(card, "source", None)}
+    for key in ("validation_auc_tflite", "training.best_epoch", "training.epochs_done"):
+        if isinstance(card.metrics, dict) and key in card.metrics:
+            details[key.replace("training.", "")] = card.metrics[key]
+    return ModelPredictor(model_fn, card.input.size, bundle.id, value, source, "per_image",
+                          {k: v for k, v in details.items() if v is not None})
 
 
 def load_predictor(spec: str, which: str = "best", truth: Callable[[str], tuple[bool, np.ndarray]] | None = None,

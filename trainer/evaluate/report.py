@@ -39,7 +39,8 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
     key = f"froc_sensitivity_at_{rate:g}"
     model = metrics["model"]
     details = model.get("details") or {}
-    about = ", ".join(f"{k} {v}" for k, v in details.items() if k != "run_dir")
+    about = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in details.items()
+                      if k != "run_dir")
     lines = [
         f"# DiaretDB1 evaluation — `{model['id']}`",
         "",
@@ -128,9 +129,8 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
         lines.append("")
     t = metrics["timing"]
     lines += ["## Timing", "", f"{t['n_images']} images: reading {t['load_s']:.1f} s, inference {t['inference_s']:.1f} s"
-              f" (preprocessing + model + CAM mapping), metrics {t['metrics_s']:.1f} s (regions at "
-              f"{len(metrics['protocol']['froc_thresholds'])}+ thresholds, matching, bootstrap), overlays "
-              f"{t['overlays_s']:.1f} s.", ""]
+              f" (preprocessing + model + CAM mapping), metrics {t['metrics_s']:.1f} s (regions, matching, "
+              f"bootstrap), overlays {t['overlays_s']:.1f} s.", ""]
     return "\n".join(lines)
 
 

@@ -147,7 +147,10 @@ def render_result(result: ScreeningResult, photo: np.ndarray, size: tuple[int, i
         for reason in result.quality.reasons[:3]:
             y = _wrap(draw, (x, y), f"• {reason}", px, avail, (250, 200, 90), 3)
     else:
-        y = _wrap(draw, (x, y), f"Probability of referable DR: {prob}", px, avail, (235, 235, 235), 2)
+        # The model's output is a score, not a calibrated probability: show it beside the card's cut-off, so
+        # "82 %" under NO REFERRAL (cut-off 83 %) is not misread.
+        y = _wrap(draw, (x, y), f"Referable-DR score: {prob} (refer at {100 * result.threshold:.0f} % or more)",
+                  px, avail, (235, 235, 235), 3)
         if result.regions:
             y = _wrap(draw, (x, y), f"{len(result.regions)} suspicious region(s) boxed", px, avail,
                       (235, 235, 235), 2)

@@ -179,7 +179,10 @@ def bundle_predictor(path: str | Path, num_threads: int | None = None,
     for key in ("validation_auc_tflite", "training.best_epoch", "training.epochs_done"):
         if isinstance(card.metrics, dict) and key in card.metrics:
             details[key.replace("training.", "")] = card.metrics[key]
-    return ModelPredictor(model_fn, card.input.size, bundle.id, value, source, "per_image",
+    # the card names the standardisation the model expects (older cards: the per-image one under a long name)
+    method = "local_contrast" if card.input.normalisation == "local_contrast" else "per_image"
+    details["normalisation"] = method
+    return ModelPredictor(model_fn, card.input.size, bundle.id, value, source, method,
                           {k: v for k, v in details.items() if v is not None})
 
 

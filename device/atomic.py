@@ -5,6 +5,7 @@ After a power cut or SIGKILL a path holds either its old content or the complete
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -55,3 +56,12 @@ def write_atomic(path: str | Path, data: bytes, fsync: bool = True, sync_folder:
     if fsync and sync_folder:
         fsync_dir(path.parent)
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

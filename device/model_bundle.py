@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from device.atomic import sha256_file  # noqa: F401 - part of this module's API (the export side uses it)
 from device.errors import ModelError
 from device.model_card import CARD_FILE, ModelCard
 from device.preprocess import standardise
@@ -45,15 +45,6 @@ class Prediction:
     prob_referable: float
     probs: np.ndarray
     cam: np.ndarray
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,7 +25,6 @@ import ast
 import hashlib
 import importlib.util
 import json
-import os
 import struct
 import warnings
 import zlib
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.atomic import sha256_file, write_atomic
 from trainer.data.eyepacs import DatasetError
 
 CACHE_FORMAT = "dr-cam-training-cache/1"
@@ -145,26 +145,6 @@ def decode_entry(data: bytes, name: str = "a cached image") -> tuple[np.ndarray,
     rgb = np.frombuffer(payload, np.uint8, n_rgb).reshape(height, width, 3)
     mask = np.unpackbits(np.frombuffer(payload, np.uint8, offset=n_rgb), count=height * width).view(bool)
     return rgb, mask.reshape(height, width)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one (temp, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_changed(path: Path, size: int, mtime_ns: int, sha256: str) -> bool:

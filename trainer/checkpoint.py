@@ -9,40 +9,17 @@ under the TensorFlow and JAX backends and under ``tf.distribute``/``keras.distri
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from device.atomic import fsync_dir, write_atomic  # noqa: F401 - fsync_dir is re-exported for the callbacks
 from device.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and a rename (all-or-nothing)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TrainingCheckpoint:
@@ -75,13 +52,9 @@ class TrainingCheckpoint:
         arrays = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v) for i, v in enumerate(variables)}
         meta = {"format": FORMAT_VERSION, "paths": [v.path for v in variables], "state": state}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_atomic(self.path, buffer.getvalue())
 
     def read_state(self) -> dict:
         """The JSON state of the checkpoint without touching any model."""

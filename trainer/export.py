@@ -30,7 +30,7 @@ from device.model_card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SE
                                TrainingData)
 from device.preprocess import standardise
 from device.runtime import LiteRTRuntime, TensorSpec
-from trainer.checkpoint import atomic_write_bytes
+from device.atomic import write_atomic
 from trainer.convert import ExportError, convert_to_tflite
 from trainer.parity import choose_threshold, parity_report, write_report
 from trainer.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
@@ -199,7 +199,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
     staging = out_root / f".{options.model_id}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    atomic_write_bytes(staging / MODEL_FILE, flatbuffer)
+    write_atomic(staging / MODEL_FILE, flatbuffer)
     write_report(report, staging, keras_out, tflite_out)
     if not report["passed"] and not options.force:
         rejected = out_root / f"{options.model_id}.rejected"
@@ -210,7 +210,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
     selftest_sha = _write_selftest(staging, runtime, size, options.selftest_images, norm)
     card = _card(model, options, runtime, flatbuffer, chosen, held, calib, report, selftest_sha, training_data,
                  metrics, source)
-    atomic_write_bytes(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
+    write_atomic(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
     load_bundle(staging, run_selftest=True)  # the unit's own checks, before the bundle is published
     final = out_root / options.model_id
     _replace_folder(staging, final)
@@ -260,5 +260,5 @@ def set_default_model(out_root: str | Path, model_id: str) -> Path:
     root = Path(out_root)
     if not (root / model_id / CARD_FILE).is_file():
         raise ExportError(f"There is no bundle {root / model_id}; export it before making it the default.")
-    atomic_write_bytes(root / DEFAULT_FILE, f"{model_id}\n".encode())
+    write_atomic(root / DEFAULT_FILE, f"{model_id}\n".encode())
     return root / DEFAULT_FILE

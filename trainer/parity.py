@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from device.regions import propose_regions
-from trainer.checkpoint import atomic_write_bytes
+from device.atomic import write_atomic
 
 AUC_DIFF_MAX = 0.01  # issue 6: |AUC(TFLite) - AUC(Keras)| on the held-out set
 CAM_CORR_MEDIAN_MIN = 0.98  # issue 6: median Pearson correlation of the CAMs
@@ -175,7 +175,7 @@ def _figure(keras_out: dict, tflite_out: dict, folder: Path) -> None:
 def write_report(report: dict, folder: Path, keras_out: dict | None = None, tflite_out: dict | None = None) -> None:
     """Write ``parity_report.json`` and ``.md`` (atomically) and, given the outputs, a scatter/histogram PNG."""
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(folder / REPORT_MD, _markdown(report).encode())
+    write_atomic(folder / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(folder / REPORT_MD, _markdown(report).encode())
     if keras_out is not None and tflite_out is not None:
         _figure(keras_out, tflite_out, folder)

@@ -24,10 +24,11 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.atomic import sha256_file, write_atomic
 from device.errors import ScreeningError
 from trainer.cache import (
-    CACHE_FORMAT, CODEC, JOURNAL, MANIFEST, SHARDS, SKIPPED_CSV, STATE, TrainingCache, atomic_write_bytes,
-    encode_entry, preprocess_version, sha256_file, shard_path,
+    CACHE_FORMAT, CODEC, JOURNAL, MANIFEST, SHARDS, SKIPPED_CSV, STATE, TrainingCache,
+    encode_entry, preprocess_version, shard_path,
 )
 from trainer.data.eyepacs import REFERABLE_LEVEL, VAL_FRACTION, DatasetError, EyePACSDataset, EyePACSImage, split_by_patient
 
@@ -95,9 +96,9 @@ def prepare(config: PrepareConfig) -> dict:
             done.update(_run(tasks, out / JOURNAL, config.workers, config.progress))
         manifest = _manifest(config, dataset, images, splits, done, time.perf_counter() - started, len(tasks))
         _write_skipped(out / SKIPPED_CSV, manifest["skipped"])
-        atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+        write_atomic(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
         if tasks:  # one line per image again (re-runs append the redone ones)
-            atomic_write_bytes(out / JOURNAL, "".join(json.dumps(e) + "\n" for e in done.values()).encode("utf-8"))
+            write_atomic(out / JOURNAL, "".join(json.dumps(e) + "\n" for e in done.values()).encode("utf-8"))
     return TrainingCache.open(out, verify_source=True).summary()
 
 
@@ -136,7 +137,7 @@ def _claim_folder(out: Path, state: dict) -> None:
         for name in (MANIFEST, JOURNAL, SKIPPED_CSV):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / SHARDS, ignore_errors=True)
-        atomic_write_bytes(out / STATE, json.dumps(state, indent=1).encode("utf-8"))
+        write_atomic(out / STATE, json.dumps(state, indent=1).encode("utf-8"))
     for tmp in out.glob(f"{SHARDS}/*/.*.tmp"):  # half-written files of a killed run
         tmp.unlink(missing_ok=True)
 
@@ -252,7 +253,7 @@ def _write_skipped(path: Path, skipped: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=["image_id", "source", "error", "reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(skipped)
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    write_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
 def prepare_one(task: Task) -> dict:
@@ -282,7 +283,7 @@ def prepare_one(task: Task) -> dict:
         from device.preprocess import preprocess
 
         pre = preprocess(load_image(data, name=name), size=task.size, label=name)
-        atomic_write_bytes(target, encode_entry(pre.rgb, pre.fov_mask))
+        write_atomic(target, encode_entry(pre.rgb, pre.fov_mask))
     except ScreeningError as exc:
         return {**entry, "status": "skipped", "error": type(exc).__name__, "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - one odd file must never stop a 35,000-image run

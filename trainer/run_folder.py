@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.checkpoint import atomic_write_bytes
+from device.atomic import write_atomic
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds")
 
@@ -67,7 +67,7 @@ class RunFolder:
     def write_json(self, name: str, payload) -> Path:
         """Atomically write ``payload`` as indented JSON."""
         path = self.file(name)
-        atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+        write_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))
         return path
 
     def read_json(self, name: str):
@@ -91,7 +91,7 @@ class RunFolder:
         writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_KEYS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-        atomic_write_bytes(self.file("history.csv"), buffer.getvalue().encode("utf-8"))
+        write_atomic(self.file("history.csv"), buffer.getvalue().encode("utf-8"))
         if history:
             self._save_figure(_curves_figure(history), "curves.png")
 
@@ -120,7 +120,7 @@ class RunFolder:
         writer = csv.writer(buffer)
         writer.writerow(["image", "label", "prob_referable"])
         writer.writerows(zip(ids.tolist(), labels.astype(int).tolist(), [f"{p:.6f}" for p in probs]))
-        atomic_write_bytes(self.file("val_predictions.csv"), buffer.getvalue().encode("utf-8"))
+        write_atomic(self.file("val_predictions.csv"), buffer.getvalue().encode("utf-8"))
 
     def _save_figure(self, fig, name: str) -> None:
         from matplotlib import pyplot as plt
@@ -129,7 +129,7 @@ class RunFolder:
         fig.tight_layout()
         fig.savefig(buffer, format="png")
         plt.close(fig)
-        atomic_write_bytes(self.file(name), buffer.getvalue())
+        write_atomic(self.file(name), buffer.getvalue())
 
 
 def _curves_figure(history: list[dict]):

@@ -108,7 +108,11 @@ def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
     # of all 16 Mpx of a 4928x3264 photo costs more than the rest of the FOV search.
     step = max(1, int(max(h, w) / (2 * WORK_SIZE)))
     source = rgb[step // 2 :: step, step // 2 :: step] if step > 1 else rgb
-    small = cv2.resize(source, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    # Area averaging matters for big reductions; below 2x bilinear is 3x faster and the median filter below
+    # removes what little aliasing it leaves.
+    size_small = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if source.shape[1] >= 2 * size_small[0] else cv2.INTER_LINEAR
+    small = cv2.resize(source, size_small, interpolation=interp)
     # Brightest channel: red dominates fundus photos, but grey and red-free photos must work too.
     r, g, b = cv2.split(small)
     value = cv2.medianBlur(cv2.max(cv2.max(r, g), b), 5)  # uint8: OpenCV's max and reductions beat numpy's here

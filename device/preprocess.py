@@ -122,18 +122,21 @@ def crop_to_fov(rgb: np.ndarray, fov: FieldOfView, size: int = DEFAULT_SIZE) -> 
     side = max(1, int(round(2 * fov.radius)))
     x0 = int(round(fov.cx - fov.radius))
     y0 = int(round(fov.cy - fov.radius))
-    # Only the part of the square inside the photo is copied; the rest stays black.
-    square = np.zeros((side, side, 3), np.uint8)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(w, x0 + side), min(h, y0 + side)
-    if sx1 > sx0 and sy1 > sy0:
-        square[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + side, y0 + side):
+        square = rgb[y0 : y0 + side, x0 : x0 + side]  # inside the photo: resize a view, no copy
+    else:
+        # Only the part of the square inside the photo is copied; the rest stays black.
+        square = np.zeros((side, side, 3), np.uint8)
+        if sx1 > sx0 and sy1 > sy0:
+            square[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     crop = cv2.resize(square, (size, size), interpolation=interp)
     geometry = CropGeometry(x0=x0, y0=y0, side=side, size=size, image_shape=(h, w))
     # FOV = the disc, minus whatever part of it the frame or the camera's aperture cuts off.
     mask = fov.mask_in((size, size), x0, y0, geometry.scale)
-    crop[~mask] = 0
+    crop = cv2.bitwise_and(crop, crop, mask=mask.view(np.uint8))
     return crop, mask, geometry
 
 

@@ -47,8 +47,8 @@ class Prediction:
     cam: np.ndarray
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two maps; two flat maps correlate 1 when equal, else 0."""
+def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps (e.g. CAMs); two flat maps correlate 1 when equal, else 0."""
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     sa, sb = a.std(), b.std()
     if sa == 0 or sb == 0:
@@ -165,7 +165,7 @@ class ModelBundle:
         for crop, mask, want_probs, want_cam in zip(crops, masks, probs, cams):
             got = self.predict(standardise(crop, mask, self.card.input.normalisation))
             prob_diff = max(prob_diff, float(np.abs(got.probs - want_probs).max()))
-            cam_corr = min(cam_corr, _pearson(got.cam, want_cam))
+            cam_corr = min(cam_corr, map_correlation(got.cam, want_cam))
         if prob_diff > spec.prob_atol or cam_corr < spec.cam_min_corr:
             raise ModelError(f"The model self-test failed on this machine ({self.runtime.backend}: probability "
                              f"differs by {prob_diff:.4f}, limit {spec.prob_atol}; CAM correlation {cam_corr:.3f}, "

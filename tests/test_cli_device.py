@@ -81,21 +81,7 @@ def test_kiosk_check_config(tmp_path):
 
 
 def test_selftest_reports_each_part(tmp_path):
-    cfg = tmp_path / "unit.toml"
-    cfg.write_text(f"""
-[camera]
-type = "fake"
-[model]
-type = "fake"
-[display]
-type = "file"
-folder = "{tmp_path / 'screens'}"
-[records]
-folder = "{tmp_path / 'rec'}"
-min_free_mb = 1
-[link]
-type = "fake"
-""")
+    cfg = _unit_config(tmp_path, link="fake")
     res = CliRunner().invoke(cli, ["selftest", "--config", str(cfg)])
     lines = res.output.splitlines()
     assert [line.split()[1] for line in lines] == ["model", "camera", "display", "link", "disk"]
@@ -131,7 +117,7 @@ def test_bad_model_stops_the_unit_with_a_screen_not_a_traceback(tmp_path):
     assert [p.name for p in (out / "screens").iterdir()] == ["0001_model_error.png"]
 
 
-def _unit_config(tmp_path, trigger="keyboard"):
+def _unit_config(tmp_path, trigger="keyboard", link=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "unit.toml"
     cfg.write_text(f"""
@@ -148,7 +134,7 @@ min_free_mb = 1
 [kiosk]
 trigger = "{trigger}"
 poll_interval_s = 0.01
-""")
+""" + (f'[link]\ntype = "{link}"\n' if link else ""))
     return cfg
 
 

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 from dataclasses import dataclass
@@ -93,11 +94,10 @@ def _keras_outputs(model, images: np.ndarray) -> dict[str, np.ndarray]:
 def _write_selftest(folder: Path, runtime: LiteRTRuntime, size: int, n: int, normalisation: str) -> str:
     rgb, masks, _ = synthetic_crops(n, size, SELFTEST_SEED)
     out = _tflite_outputs(runtime, standardise(rgb, masks, normalisation))
-    path = folder / SELFTEST_FILE
-    tmp = folder / f".{SELFTEST_FILE}.tmp.npz"
-    np.savez_compressed(tmp, rgb=rgb, fov_mask=masks, probs=out["probs"], cam=out["cam"])
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, rgb=rgb, fov_mask=masks, probs=out["probs"], cam=out["cam"])
+    write_atomic(folder / SELFTEST_FILE, buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def network_info(model) -> NetworkInfo:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from device.model_bundle import map_correlation
 from device.regions import propose_regions
 from device.atomic import write_atomic
 
@@ -63,14 +64,6 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray, method: str = "youde
             "target_sensitivity": target_sensitivity if method == "sensitivity_target" else None}
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    sa, sb = a.std(), b.std()
-    if sa == 0 or sb == 0:  # a flat CAM: identical maps agree perfectly, otherwise no correlation
-        return 1.0 if np.allclose(a, b) else 0.0
-    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
-
-
 def _region_iou(cam_a: np.ndarray, cam_b: np.ndarray, fov: np.ndarray, threshold: float, normalisation: str) -> float:
     size = fov.shape
     a = propose_regions(cam_a, size, threshold=threshold, normalisation=normalisation, mask=fov).union_mask()
@@ -100,7 +93,7 @@ def parity_report(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.nda
         JSON-able dict of metrics (see the module docstring) with ``tolerances`` and ``passed``.
     """
     pk, pt = keras_out["probs"][:, 1], tflite_out["probs"][:, 1]
-    corrs = np.array([_pearson(a, b) for a, b in zip(keras_out["cam"], tflite_out["cam"])])
+    corrs = np.array([map_correlation(a, b) for a, b in zip(keras_out["cam"], tflite_out["cam"])])
     ious = np.array([_region_iou(a, b, m, region_threshold, region_normalisation)
                      for a, b, m in zip(keras_out["cam"], tflite_out["cam"], fov_masks)])
     auc_keras, auc_tflite = _auc(labels, pk), _auc(labels, pt)
@@ -160,7 +153,7 @@ def _figure(keras_out: dict, tflite_out: dict, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    corrs = [_pearson(a, b) for a, b in zip(keras_out["cam"], tflite_out["cam"])]
+    corrs = [map_correlation(a, b) for a, b in zip(keras_out["cam"], tflite_out["cam"])]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
     left.scatter(keras_out["probs"][:, 1], tflite_out["probs"][:, 1], s=6)
     left.plot([0, 1], [0, 1], "k--", lw=0.8)

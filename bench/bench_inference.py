@@ -8,7 +8,7 @@ variant's alone, and ratios are side by side on the same machine and load):
     python bench/bench_inference.py --tflite-runtime-python /tmp/venv-tflrt/bin/python
 
 Rows per network: Keras/TF float32 (a ``tf.function`` of the model, batch 1), LiteRT float16 and LiteRT int8
-(``device.runtime.LiteRTRuntime``, the unit's own adapter), tflite-runtime int8 (the same adapter forced onto
+(``device.model.runtime.LiteRTRuntime``, the unit's own adapter), tflite-runtime int8 (the same adapter forced onto
 ``tflite_runtime``; tflite-runtime 2.14 needs Python 3.11 and numpy < 2, so it runs from a separate venv given with
 ``--tflite-runtime-python``; without one the row says why it is missing). The bundled network is benchmarked with
 random weights of the same architecture and input size as the bundle (latency does not depend on the weights)
@@ -57,7 +57,7 @@ def _worker(args: argparse.Namespace) -> None:
             out = serve(batch)
             return out["probs"].numpy(), out["cam"].numpy()
     else:
-        from device.runtime import LiteRTRuntime
+        from device.model.runtime import LiteRTRuntime
 
         runtime = LiteRTRuntime(args.model, num_threads=args.threads, backend=args.backend)
 
@@ -111,7 +111,7 @@ def _convert(size: int, width: float, folder: Path) -> dict:
 
 def _networks(args: argparse.Namespace) -> list[dict]:
     from device.errors import ModelError
-    from device.model_bundle import default_model_dir, read_card
+    from device.model.bundle import default_model_dir, read_card
 
     nets = []
     try:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from device.camera import list_images  # noqa: E402
 from device.errors import ScreeningError  # noqa: E402
 from device.imageio import load_image  # noqa: E402
-from device.pipeline import model_info, screen_frame  # noqa: E402
+from device.pipeline import screen_frame  # noqa: E402
 from device.quality import QualityGate  # noqa: E402
 from device.records import RecordStore  # noqa: E402
 from device.screen_render import render_result  # noqa: E402
@@ -42,7 +42,7 @@ SCREEN_SIZE = (800, 480)  # Raspberry Pi 7" display
 def export_untrained(size: int, fmt: str, out_root: Path) -> Path:
     """Export the paper's CAM network (width 1.0) with random weights as a bundle, once; returns its folder."""
     from device.errors import ModelError
-    from device.model_bundle import read_card
+    from device.model.bundle import read_card
 
     folder = out_root / f"untrained-{fmt}-{size}"
     if (folder / "model.json").is_file():
@@ -63,20 +63,20 @@ def export_untrained(size: int, fmt: str, out_root: Path) -> Path:
 
 def run(model_dir: Path | None, repeats: int, threads: int | None, images: list[Path]) -> dict[str, list[float]]:
     """Time every stage on ``images`` (cycled) ``repeats`` times; returns stage -> milliseconds per run."""
-    from device.model_bundle import default_model_dir, load_bundle
+    from device.model.bundle import default_model_dir, load_bundle
 
     model = load_bundle(model_dir or default_model_dir(), run_selftest=True, num_threads=threads)
-    info = model_info(model)
+    info = model.contract
     gate = QualityGate()
     photos = [load_image(p) for p in images]
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     with tempfile.TemporaryDirectory() as tmp:
         store = RecordStore(tmp, fsync=True)
         session = store.start_session("bench", info.id)
-        screen_frame(photos[0], model, gate, info=info)  # warm-up: interpreter buffers, font cache
+        screen_frame(photos[0], model, gate)  # warm-up: interpreter buffers, font cache
         for i in range(repeats):
             rgb = photos[i % len(photos)]
-            result = screen_frame(rgb, model, gate, info=info)
+            result = screen_frame(rgb, model, gate)
             for stage in ("preprocess", "gate", "inference", "regions"):
                 times[stage].append(result.timings_ms.get(stage, 0.0))
             t = time.perf_counter()

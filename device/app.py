@@ -22,7 +22,7 @@ from device.config import DEMO_CONFIG, UnitConfig, load_config, resolve
 from device.display import FileDisplayConfig, open_display
 from device.errors import ModelError, ScreeningError
 from device.kiosk import Kiosk, KeyboardTrigger, KioskSummary
-from device.model_source import BundleModelConfig, FakeModelConfig, open_model
+from device.model import BundleModelConfig, FakeModelConfig, open_model
 from device.records import RecordStore
 from device.screen_render import render_message
 
@@ -153,8 +153,8 @@ def selftest(cfg: UnitConfig, model: str | None = None) -> list[Check]:
         mcfg = model_config_for(cfg, model)
         m = open_model(mcfg)
         if isinstance(mcfg, FakeModelConfig):
-            return f"{m.card.id}: fake model, not for screening"
-        return f"{m.card.id}: sha256, card and self-test passed (input {m.card.input.size} px)"
+            return f"{m.contract.id}: fake model, not for screening"
+        return f"{m.contract.id}: sha256, card and self-test passed (input {m.contract.input_size} px)"
 
     def check_camera() -> str:
         cam = open_camera(cfg.camera, Path(cfg.base_dir))

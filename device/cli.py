@@ -8,8 +8,6 @@ import click
 
 from device.errors import ScreeningError
 
-NOTICE = "Research tool, not a medical device: results must not be used for diagnosis."
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from device.camera import CameraConfig, FolderCameraConfig
 from device.display import DisplayConfig, FileDisplayConfig
 from device.errors import ConfigError
-from device.model_source import BundleModelConfig, ModelConfig
+from device.model import BundleModelConfig, ModelConfig
 from device.quality import QualityConfig
 from device.records import RecordsConfig
 from firmware_bridge.config import LinkConfig, NoneLinkConfig

@@ -20,7 +20,7 @@ from typing import IO
 
 from device.config import UnitConfig
 from device.errors import ImageError, ModelError, ScreeningError
-from device.pipeline import model_info, screen_frame
+from device.pipeline import screen_frame
 from device.quality import QualityGate
 from device.records import RecordStore
 from device.result import ScreeningResult, Verdict, patient_verdict
@@ -85,7 +85,7 @@ class Kiosk:
         self.cfg, self.camera, self.model, self.display, self.link, self.store = (
             cfg, camera, model, display, link, store)
         self.gate = QualityGate(cfg.quality)
-        self.info = model_info(model)
+        self.contract = model.contract
         self.keyboard = keyboard or KeyboardTrigger(None)
         self.summary = KioskSummary()
         self.patient_no = cfg.kiosk.first_patient
@@ -93,7 +93,7 @@ class Kiosk:
         self.attempt = 1
         self.eyes: dict[str, ScreeningResult] = {}
         self._stop = False
-        self.summary.session_id = store.start_session(cfg.kiosk.operator, self.info.id, cfg.kiosk.unit_name)
+        self.summary.session_id = store.start_session(cfg.kiosk.operator, self.contract.id, cfg.kiosk.unit_name)
 
     # -- signalling (never raises: the microcontroller may have vanished) ------------------------------------------
     def _signal(self, method: str, *args) -> None:
@@ -111,11 +111,11 @@ class Kiosk:
 
     def _error(self, headline: str, message: str) -> None:
         self.summary.errors.append(message)
-        self._show(render_message(headline, message, "error", self.display.size, self.info.id), "error")
+        self._show(render_message(headline, message, "error", self.display.size, self.contract.id), "error")
         self._signal("show_status", "error")
         self._signal("beep", "error")
         try:
-            self.store.audit(self.cfg.kiosk.operator, "error", {"message": message}, self.info.id,
+            self.store.audit(self.cfg.kiosk.operator, "error", {"message": message}, self.contract.id,
                              self.summary.session_id)
         except Exception as exc:  # noqa: BLE001
             log.error("audit failed: %s", exc)
@@ -132,7 +132,7 @@ class Kiosk:
         """Show what the operator should do next and light the 'ready' LED."""
         msg = (f"Patient {self.patient_id}, {self.eye} eye, photo {self.attempt}: align the camera and press the "
                "button (or Enter).")
-        self._show(render_message("READY", msg, "info", self.display.size, self.info.id), "ready")
+        self._show(render_message("READY", msg, "info", self.display.size, self.contract.id), "ready")
         self._signal("set_illumination", self.cfg.kiosk.illumination)
         self._signal("show_status", "ready")
 
@@ -152,7 +152,7 @@ class Kiosk:
             if ev.kind == "button_pressed" and mode in ("button", "button_or_keyboard"):
                 out.append("capture")
             elif ev.kind in ("disconnected", "error", "connected"):
-                self.store.audit("unit", f"link_{ev.kind}", {"detail": ev.detail}, self.info.id,
+                self.store.audit("unit", f"link_{ev.kind}", {"detail": ev.detail}, self.contract.id,
                                  self.summary.session_id)
         if mode in ("keyboard", "button_or_keyboard"):
             out.extend(self.keyboard.poll())
@@ -181,7 +181,7 @@ class Kiosk:
             return None
         pid, eye, attempt = self.patient_id, self.eye, self.attempt
         try:
-            result = screen_frame(frame.rgb, self.model, self.gate, label="the photograph", info=self.info)
+            result = screen_frame(frame.rgb, self.model, self.gate, label="the photograph")
         except ModelError:
             raise
         except ImageError as exc:
@@ -224,8 +224,8 @@ class Kiosk:
             self.summary.patients[self.patient_id] = verdict
             detail = {"patient_id": self.patient_id, "verdict": verdict,
                       "eyes": {e: r.verdict.value + ("_final" if r.final else "") for e, r in self.eyes.items()}}
-            self.store.audit(self.cfg.kiosk.operator, "patient_done", detail, self.info.id, self.summary.session_id)
-            screen = render_patient(self.patient_id, Verdict(verdict), self.eyes, self.display.size, self.info.id)
+            self.store.audit(self.cfg.kiosk.operator, "patient_done", detail, self.contract.id, self.summary.session_id)
+            screen = render_patient(self.patient_id, Verdict(verdict), self.eyes, self.display.size, self.contract.id)
             self._show(screen, f"{self.patient_id}_summary")
         self.patient_no += 1
         self.eye_index, self.attempt, self.eyes = 0, 1, {}
@@ -289,7 +289,7 @@ class Kiosk:
         self.store.audit(self.cfg.kiosk.operator, "session_ended",
                          {"screenings": self.summary.screenings, "verdicts": self.summary.verdicts,
                           "patients": self.summary.patients, "errors": len(self.summary.errors)},
-                         self.info.id, self.summary.session_id)
+                         self.contract.id, self.summary.session_id)
         folder = self.cfg.kiosk.export_folder
         if folder:
             os.makedirs(folder, exist_ok=True)

@@ -11,7 +11,6 @@ state (retakes, patients, records).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -19,50 +18,16 @@ import cv2
 import numpy as np
 
 from device.errors import BlankImageError, ModelError, NotFundusError
-from device.preprocess import NORMALISATIONS, CropGeometry, preprocess
+from device.model.base import ScreeningModel
+from device.preprocess import CropGeometry, preprocess
 from device.quality import QualityGate
 from device.regions import propose_regions
 from device.result import Region, ScreeningResult, Verdict
 
 # Regions smaller than this many model pixels are CAM noise, not lesion candidates (a 2x2 patch at 512 px).
 MIN_REGION_AREA_PX = 4
-# Name of per-image standardisation in the first model cards (same computation as "per_image").
-LEGACY_NORMALISATION = "per_image_fov_standardisation"
 # At most this many regions are reported (strongest first), so the screen stays readable.
 MAX_REGIONS = 8
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """The model facts the pipeline uses (read from its card; nothing about the model is hard-coded)."""
-
-    id: str
-    input_size: int
-    decision_threshold: float
-    region_threshold: float
-    normalisation: str = "per_image"  # device.preprocess.standardise method the model was trained with
-    region_normalisation: str = "max"  # device.regions.normalise_cam mode (paper: max)
-
-
-def model_info(model) -> ModelInfo:
-    """Read id, input size, input normalisation and thresholds from ``model.card``.
-
-    Raises:
-        ModelError: the model has no usable card, or asks for a normalisation this unit does not implement.
-    """
-    try:
-        card = model.card
-        info = ModelInfo(str(card.id), int(card.input.size), float(card.decision_threshold),
-                         float(card.region_threshold), str(getattr(card.input, "normalisation", "per_image")),
-                         str(getattr(card, "region_normalisation", "max")))
-    except AttributeError as exc:
-        raise ModelError("The model has no valid card (model.json): re-export the model bundle.") from exc
-    if info.normalisation == LEGACY_NORMALISATION:
-        info = dataclasses.replace(info, normalisation="per_image")
-    if info.normalisation not in NORMALISATIONS or info.region_normalisation not in ("max", "minmax"):
-        raise ModelError(f"The model card asks for normalisation '{info.normalisation}' / "
-                         f"'{info.region_normalisation}', which this unit does not implement: update the unit.")
-    return info
 
 
 @dataclass(frozen=True)
@@ -86,16 +51,16 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the photograph",
-                 info: ModelInfo | None = None) -> ScreeningResult:
+def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
+                 label: str = "the photograph") -> ScreeningResult:
     """Screen one photograph of one eye.
 
     Args:
         rgb: uint8 RGB photograph (H, W, 3).
-        model: a :class:`device.model_source.ScreeningModel` (bundle or fake).
+        model: a :class:`device.model.ScreeningModel` (bundle or fake); its ``contract`` gives the input size,
+            normalisation and thresholds.
         gate: the quality gate.
         label: names the photograph in error messages.
-        info: the model's card facts (computed from ``model`` when omitted).
 
     Returns:
         The frozen result. A photograph with no findable retina is ``ungradable`` with no probability; an
@@ -105,17 +70,17 @@ def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the ph
         ImageTooSmallError: the photograph is below the minimum size (it cannot be screened at all).
         ModelError: the model failed.
     """
-    info = info or model_info(model)
+    contract = model.contract
     timings: dict[str, float] = {}
     t = time.perf_counter()
     try:
-        pre = preprocess(rgb, size=info.input_size, method=info.normalisation, label=label)
+        pre = preprocess(rgb, size=contract.input_size, method=contract.normalisation, label=label)
     except (BlankImageError, NotFundusError) as err:
         timings["preprocess"] = _ms(t)
         report = QualityGate.report_for_error(err)
         timings["total"] = timings["preprocess"]
-        return ScreeningResult(Verdict.UNGRADABLE, None, report, (), info.id, timings,
-                               threshold=info.decision_threshold)
+        return ScreeningResult(Verdict.UNGRADABLE, None, report, (), contract.id, timings,
+                               threshold=contract.decision_threshold)
     timings["preprocess"] = _ms(t)
 
     t = time.perf_counter()
@@ -133,10 +98,10 @@ def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the ph
     if not report.gradable:
         verdict = Verdict.UNGRADABLE
     else:
-        verdict = Verdict.REFERABLE if prob >= info.decision_threshold else Verdict.NON_REFERABLE
-    size = info.input_size
+        verdict = Verdict.REFERABLE if prob >= contract.decision_threshold else Verdict.NON_REFERABLE
+    size = contract.input_size
     proposals = propose_regions(np.asarray(prediction.cam, np.float32), size=(size, size),
-                                threshold=info.region_threshold, normalisation=info.region_normalisation,
+                                threshold=contract.region_threshold, normalisation=contract.region_normalisation,
                                 mask=pre.fov_mask, min_area=MIN_REGION_AREA_PX)
     regions: tuple[Region, ...] = ()
     if verdict is Verdict.REFERABLE:
@@ -149,5 +114,5 @@ def screen_frame(rgb: np.ndarray, model, gate: QualityGate, label: str = "the ph
     heat = HeatOverlay(proposals.heat, pre.geometry)
     timings["regions"] = _ms(t)
     timings["total"] = sum(timings.values())
-    return ScreeningResult(verdict, prob, report, regions, info.id, timings, heatmap=heat,
-                           threshold=info.decision_threshold)
+    return ScreeningResult(verdict, prob, report, regions, contract.id, timings, heatmap=heat,
+                           threshold=contract.decision_threshold)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -23,7 +24,9 @@ PREPROCESS_VERSION = "1"
 DEFAULT_SIZE = 512  # DESIGN.md §2.1: the network's input
 MIN_SIDE_PX = 224  # smaller photographs cannot resolve red small dots (1-3 px at 512) and are refused
 STD_FLOOR = 1.0  # 8-bit levels: keeps a flat crop from dividing by ~0
-NORMALISATIONS = ("per_image", "local_contrast")
+# The standardise() methods a model can be trained with; model cards and training configs name one of these.
+InputNormalisation = Literal["per_image", "local_contrast"]
+NORMALISATIONS: tuple[str, ...] = get_args(InputNormalisation)
 LOCAL_CONTRAST_SIGMA_FRACTION = 1 / 30  # Ben Graham, Kaggle DR 2015: blur sigma = crop size / 30
 
 

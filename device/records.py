@@ -7,7 +7,7 @@ deletes stray temporary files, so nothing is half-written, duplicated or silentl
 trail are append-only (SQLite triggers refuse UPDATE and DELETE).
 
     store = RecordStore("demo_output/records")
-    session = store.start_session(operator="nurse-1", model_id=model.card.id)
+    session = store.start_session(operator="nurse-1", model_id=model.contract.id)
     rid = store.save(session, "P001", "right", 1, result, photo_rgb, screen_rgb, operator="nurse-1")
     store.export_session(session, "demo_output/session.csv")   # and .json
 """

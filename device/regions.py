@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -36,7 +36,10 @@ CAM_STRIDE = 16
 DEFAULT_CONNECTIVITY = 8
 
 Normalisation = Literal["max", "minmax", "fixed"]
-NORMALISATIONS: tuple[str, ...] = ("max", "minmax", "fixed")
+NORMALISATIONS: tuple[str, ...] = get_args(Normalisation)
+# The modes a model card may name: those that need no fixed range.
+CardCAMNormalisation = Literal["max", "minmax"]
+CARD_CAM_NORMALISATIONS: tuple[str, ...] = get_args(CardCAMNormalisation)
 
 
 @dataclass(frozen=True)

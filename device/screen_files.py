@@ -15,8 +15,8 @@ from typing import Iterator, Sequence
 from device.camera import list_images
 from device.errors import ImageError
 from device.imageio import load_image
-from device.model_source import BundleModelConfig, FakeModelConfig, open_model
-from device.pipeline import model_info, screen_frame
+from device.model import BundleModelConfig, FakeModelConfig, open_model
+from device.pipeline import screen_frame
 from device.quality import QualityConfig, QualityGate
 
 
@@ -38,7 +38,6 @@ def screen_paths(paths: Sequence[str | Path], model: str | None = None,
     """
     cfg = FakeModelConfig() if model == "fake" else BundleModelConfig(path=str(model) if model else None)
     the_model = open_model(cfg)
-    info = model_info(the_model)
     gate = QualityGate(quality)
     for path in list_images(paths):
         name = str(path)
@@ -48,7 +47,7 @@ def screen_paths(paths: Sequence[str | Path], model: str | None = None,
             t = time.perf_counter()
             rgb = load_image(path)
             load_ms = (time.perf_counter() - t) * 1000
-            result = screen_frame(rgb, the_model, gate, label=path.name, info=info)
+            result = screen_frame(rgb, the_model, gate, label=path.name)
         except FileNotFoundError:
             yield {"image": name, "error": f"{name} does not exist; check the path."}
             continue

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from device.model_bundle import default_model_dir, load_bundle
+from device.model.bundle import default_model_dir, load_bundle
 from device.preprocess import preprocess_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Round trips: a tiny CAM network -> trainer export -> models/<id>/ -> device.model_bundle, compared with Keras.
+"""Round trips: a tiny CAM network -> trainer export -> models/<id>/ -> device.model.bundle, compared with Keras.
 
 The tiny network is the real one at width 1/16 and 64 px (tests/test_runtime.py::tiny_cam_model); held-out and
 calibration images are synthetic. Every bundle is reloaded through the unit's own loader and runtime.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from device.errors import ModelError
-from device.model_bundle import Prediction, default_model_dir, load_bundle
+from device.model import Prediction
+from device.model.bundle import default_model_dir, load_bundle
 from tests.test_runtime import tiny_cam_model
 
 pytestmark = pytest.mark.slow  # one module-wide export of both formats (~30-60 s on the shared CPU)
@@ -92,7 +93,7 @@ def test_card_with_a_missing_field_is_refused(exported, tmp_path):
 
 def test_rehashed_foreign_model_fails_the_selftest(exported, tmp_path):
     """A model swapped in with a matching hash (e.g. the wrong format copied over) is caught by the self-test."""
-    from device.model_bundle import sha256_file
+    from device.atomic import sha256_file
 
     from trainer.convert import convert_to_tflite
     from trainer.model import build_cam_model

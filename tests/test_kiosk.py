@@ -13,7 +13,7 @@ from device.config import parse_config
 from device.display import FakeDisplay, FakeDisplayConfig
 from device.errors import ModelError
 from device.kiosk import Kiosk, KeyboardTrigger
-from device.model_source import FakeModel
+from device.model import FakeModel
 from device.records import RecordStore
 from firmware_bridge.link import FakeLink
 

@@ -12,7 +12,7 @@ from device.camera import FakeCamera, draw_fundus
 from device.config import parse_config
 from device.display import FakeDisplay, FakeDisplayConfig
 from device.kiosk import Kiosk
-from device.model_source import FakeModel
+from device.model import FakeModel
 from device.records import RecordStore
 from firmware_bridge.link import FakeLink
 

@@ -1,4 +1,4 @@
-"""The model card schema (device/model_card.py) and how the unit reports a bad card (device/model_bundle.py)."""
+"""The model card schema (device/model/card.py) and how the unit reports a bad card (device/model/bundle.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from device.errors import ModelError
-from device.model_bundle import default_model_dir, read_card
-from device.model_card import NOTICE, ModelCard
+from device.model.bundle import default_model_dir, read_card
+from device.model.card import NOTICE, ModelCard
 
 
 def card_dict(fmt: str = "int8", size: int = 64) -> dict:

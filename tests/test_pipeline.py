@@ -9,8 +9,9 @@ import pytest
 
 from device.camera import draw_fundus
 from device.errors import ImageTooSmallError, ModelError
-from device.model_source import FakeModel, open_model
-from device.pipeline import model_info, screen_frame
+from device.model import FakeModel, open_model
+from device.model import ModelContract
+from device.pipeline import screen_frame
 from device.preprocess import preprocess
 from device.quality import REASONS, QualityGate
 from device.result import Verdict, patient_verdict
@@ -88,9 +89,11 @@ def test_invalid_model_output_is_a_model_error(photo):
         screen_frame(photo, Broken(size=64), QualityGate())
 
 
-def test_model_without_card_is_refused():
-    with pytest.raises(ModelError, match="no valid card"):
-        model_info(object())
+def test_contract_refuses_a_normalisation_the_unit_lacks():
+    with pytest.raises(ModelError, match="normalisation 'zca' / 'max', which this unit does not implement"):
+        ModelContract("m", 64, "zca", 0.5, 0.65)
+    with pytest.raises(ModelError, match="normalisation 'per_image' / 'fixed', which this unit does not implement"):
+        ModelContract("m", 64, "per_image", 0.5, 0.65, "fixed")
 
 
 def test_result_is_frozen_and_serialises(photo):
@@ -116,7 +119,7 @@ def test_patient_is_referred_if_either_eye_refers(photo):
 
 
 def test_open_model_fake_and_missing_bundle(tmp_path):
-    assert open_model({"type": "fake", "size": 32}).card.input.size == 32
+    assert open_model({"type": "fake", "size": 32}).contract.input_size == 32
     with pytest.raises(ModelError, match="does not exist"):
         open_model({"type": "bundle", "path": str(tmp_path / "nope")})
 
@@ -128,11 +131,9 @@ def test_input_and_cam_normalisation_come_from_the_card(photo):
             return super().predict(image)
 
     model = Spy(size=64, probability=0.9)
-    model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input,
-                                                                           normalisation="local_contrast"))
+    model.contract = dataclasses.replace(model.contract, normalisation="local_contrast")
     screen_frame(photo, model, QualityGate())
     assert np.allclose(model.seen, preprocess(photo, 64, method="local_contrast").image)
     assert not np.allclose(model.seen, preprocess(photo, 64).image)
-    model.card = dataclasses.replace(model.card, input=dataclasses.replace(model.card.input, normalisation="zca"))
     with pytest.raises(ModelError, match="normalisation 'zca' / 'max', which this unit does not implement"):
-        screen_frame(photo, model, QualityGate())
+        model.contract = dataclasses.replace(model.contract, normalisation="zca")

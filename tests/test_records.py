@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from device.camera import draw_fundus
-from device.model_source import FakeModel
+from device.model import FakeModel
 from device.pipeline import screen_frame
 from device.quality import QualityGate
 from device.records import RecordStore

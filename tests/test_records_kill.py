@@ -19,7 +19,7 @@ CHILD = textwrap.dedent("""
     import sys
     import numpy as np
     from device.camera import draw_fundus
-    from device.model_source import FakeModel
+    from device.model import FakeModel
     from device.pipeline import screen_frame
     from device.quality import QualityGate
     from device.records import RecordStore

@@ -1,4 +1,4 @@
-"""The unit's LiteRT adapter (device/runtime.py) on tiny models converted by trainer/convert.py."""
+"""The unit's LiteRT adapter (device/model/runtime.py) on tiny models converted by trainer/convert.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from device.errors import ModelError
-from device.runtime import LiteRTRuntime
+from device.model.runtime import LiteRTRuntime
 
 SIZE = 64  # tiny test models: 64 px input -> 4x4 CAM
 

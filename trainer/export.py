@@ -3,7 +3,7 @@
 Steps: calibration and held-out images (training data, else synthetic) -> TFLite (float16 or int8, builtin ops
 only) -> outputs of Keras and of the unit's own runtime on the held-out images -> decision threshold on the
 held-out (validation) split -> parity report -> self-test set (synthetic) -> ``model.json`` -> the bundle is
-loaded back with :func:`device.model_bundle.load_bundle` (hash, card, self-test) before it replaces any old one.
+loaded back with :func:`device.model.bundle.load_bundle` (hash, card, self-test) before it replaces any old one.
 
 Usage::
 
@@ -25,12 +25,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.model_bundle import load_bundle
-from device.model_card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SELFTEST_FILE, InputSpec, ModelCard,
+from device.model.bundle import load_bundle
+from device.model.card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SELFTEST_FILE, InputSpec, ModelCard,
                                NetworkInfo, OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds,
                                TrainingData)
 from device.preprocess import standardise
-from device.runtime import LiteRTRuntime, TensorSpec
+from device.model.runtime import LiteRTRuntime, TensorSpec
 from device.atomic import write_atomic
 from trainer.convert import ExportError, convert_to_tflite
 from trainer.parity import choose_threshold, parity_report, write_report
@@ -121,7 +121,7 @@ def _replace_folder(staging: Path, final: Path) -> None:
 def _card(model, options: ExportOptions, runtime: LiteRTRuntime, flatbuffer: bytes, chosen: dict, held, calib,
           report: dict, selftest_sha: str, training_data: TrainingData | None, metrics: dict | None,
           source: str) -> ModelCard:
-    """The model card of an export (see :class:`device.model_card.ModelCard`)."""
+    """The model card of an export (see :class:`device.model.card.ModelCard`)."""
     size, fmt = runtime.input.shape[1], options.format
     cells = size // 16
     prob_atol, cam_min_corr = SELFTEST_TOLERANCES[fmt]
@@ -255,7 +255,7 @@ def training_summary(dataset, size: int, licence: str | None = None, recipe: str
 
 def set_default_model(out_root: str | Path, model_id: str) -> Path:
     """Designate ``model_id`` as the unit's default by writing it into ``<out_root>/DEFAULT`` (atomically)."""
-    from device.model_bundle import DEFAULT_FILE
+    from device.model.bundle import DEFAULT_FILE
 
     root = Path(out_root)
     if not (root / model_id / CARD_FILE).is_file():

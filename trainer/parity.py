@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from device.model_bundle import map_correlation
+from device.model.bundle import map_correlation
 from device.regions import propose_regions
 from device.atomic import write_atomic
 
@@ -140,7 +140,7 @@ def _markdown(report: dict) -> str:
         "cam_corr_worst", "region_iou_median", "region_iou_worst", "verdict_agreement")]
     verdict = "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"])
     lines = [f"# Parity report: TFLite ({report.get('format')}) vs Keras", "",
-             f"Measured through `device.runtime` ({report.get('runtime')}). Tolerances: AUC difference <= "
+             f"Measured through `device.model.runtime` ({report.get('runtime')}). Tolerances: AUC difference <= "
              f"{AUC_DIFF_MAX}, median CAM correlation >= {CAM_CORR_MEDIAN_MIN}. Result: **{verdict}**.", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]

@@ -161,7 +161,7 @@ def bundle_predictor(path: str | Path, num_threads: int | None = None,
         num_threads: interpreter threads (None: runtime default).
         threshold: ``"auto"`` (the card's ``decision_threshold``) or a number in (0, 1).
     """
-    from device.model_bundle import load_bundle
+    from device.model.bundle import load_bundle
 
     folder = Path(path)
     folder = folder.parent if folder.is_file() else folder

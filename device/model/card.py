@@ -8,6 +8,7 @@ Usage::
 
     card = ModelCard.model_validate_json(Path("models/<id>/model.json").read_text())
     card.input.size, card.decision_threshold, card.output("cam").shape
+    card.contract                     # the typed facts the screening pipeline reads (device.model.base)
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from device.model.base import ModelContract
+from device.preprocess import InputNormalisation
+from device.regions import CardCAMNormalisation
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.tflite"
@@ -51,7 +56,7 @@ class InputSpec(_Strict):
     shape: tuple[int, int, int, int] = Field(description="Tensor shape (1, S, S, 3).")
     dtype: Literal["float32", "int8", "uint8"] = Field(description="Tensor dtype inside model.tflite.")
     colour_order: Literal["RGB"] = "RGB"
-    normalisation: Literal["per_image", "local_contrast"] = Field(
+    normalisation: InputNormalisation = Field(
         description="The ``method`` of device.preprocess.standardise the model was trained with.",
     )
     quantisation: Quantisation | None = Field(None, description="Present when dtype is int8/uint8.")
@@ -145,7 +150,7 @@ class ModelCard(_Strict):
     decision_threshold: float = Field(gt=0, lt=1, description="Referable when prob_referable >= this.")
     threshold: Thresholds
     region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: 0.65).")
-    region_normalisation: Literal["max", "minmax"] = Field(
+    region_normalisation: CardCAMNormalisation = Field(
         "max", description="How device.regions normalises the CAM before the region threshold (paper: max).")
     network: NetworkInfo | None = None
     training_data: TrainingData
@@ -184,6 +189,12 @@ class ModelCard(_Strict):
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    @property
+    def contract(self) -> ModelContract:
+        """The facts the screening pipeline reads, as one typed value."""
+        return ModelContract(self.id, self.input.size, self.input.normalisation, self.decision_threshold,
+                             self.region_threshold, self.region_normalisation)
 
     @property
     def cam_size(self) -> int:

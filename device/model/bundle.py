@@ -1,6 +1,6 @@
 """Load a model bundle (``models/<id>/``): check its card, its hash and its self-test, then run it.
 
-A bundle is ``model.tflite`` + ``model.json`` (validated by :mod:`device.model_card`) + ``selftest.npz``
+A bundle is ``model.tflite`` + ``model.json`` (validated by :mod:`device.model.card`) + ``selftest.npz``
 (synthetic uint8 crops + FOV masks with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose card is
 invalid, whose model file does not match the card's sha256, whose tensors do not match the card, or whose
 self-test this runtime does not reproduce, each with a one-sentence :class:`device.errors.ModelError`.
@@ -8,43 +8,39 @@ self-test this runtime does not reproduce, each with a one-sentence :class:`devi
 Usage::
 
     bundle = load_bundle(default_model_dir())          # or any models/<id> folder
-    prediction = bundle.predict(preprocess(rgb, size=bundle.card.input.size).image)
+    prediction = bundle.predict(preprocess(rgb, size=bundle.contract.input_size).image)
     prediction.prob_referable, prediction.cam           # float, float32 (S/16, S/16)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device.atomic import sha256_file  # noqa: F401 - part of this module's API (the export side uses it)
+from device.atomic import sha256_file
 from device.errors import ModelError
-from device.model_card import CARD_FILE, ModelCard
+from device.model.base import Prediction
+from device.model.card import CARD_FILE, ModelCard
+from device.model.runtime import LiteRTRuntime
 from device.preprocess import standardise
-from device.runtime import LiteRTRuntime
 
-MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
+MODELS_ROOT = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the id (folder name) of the unit's default bundle
 REEXPORT = "re-export it with `python -m trainer export`"
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's model output.
+class BundleModelConfig(BaseModel):
+    """A model bundle: ``model.tflite`` + ``model.json`` (+ self-test set), checked at start-up."""
 
-    Attributes:
-        prob_referable: softmax probability of the referable class, 0..1.
-        probs: float32 (2,) softmax over [non-referable, referable].
-        cam: float32 (S/16, S/16) class activation map of the card's CAM class, at feature resolution.
-    """
-
-    prob_referable: float
-    probs: np.ndarray
-    cam: np.ndarray
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["bundle"] = "bundle"
+    path: str | None = Field(None, description="bundle folder; None = the bundled default model (models/)")
+    run_selftest: bool = Field(True, description="run the bundle's self-test images at start-up")
+    num_threads: int | None = Field(None, ge=1, le=64, description="LiteRT CPU threads; None = runtime default")
 
 
 def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,12 +113,26 @@ def _check_tensors(card: ModelCard, runtime: LiteRTRuntime, folder: Path) -> Non
 
 
 class ModelBundle:
-    """A checked bundle with its runtime (created once). Build it with :func:`load_bundle`."""
+    """A checked bundle with its runtime (created once). Build it with :func:`load_bundle`.
+
+    Attributes:
+        folder: the bundle folder.
+        card: the whole validated model card.
+        contract: the card facts the screening pipeline reads (``card.contract``).
+        runtime: the LiteRT interpreter, created once.
+    """
 
     def __init__(self, folder: Path, card: ModelCard, runtime: LiteRTRuntime):
         self.folder = folder
         self.card = card
+        self.contract = card.contract
         self.runtime = runtime
+
+    @classmethod
+    def from_config(cls, cfg: BundleModelConfig) -> ModelBundle:
+        """Load and check the bundle a config names (its folder, or the default bundle)."""
+        path = Path(cfg.path) if cfg.path else default_model_dir()
+        return load_bundle(path, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)
 
     @property
     def id(self) -> str:
@@ -140,7 +150,7 @@ class ModelBundle:
         """
         out = self.runtime.run(image)
         probs = out["probs"].reshape(2)
-        return Prediction(float(probs[1]), probs, out["cam"])
+        return Prediction(prob_referable=float(probs[1]), probs=probs, cam=out["cam"])
 
     def selftest(self) -> dict[str, float]:
         """Re-run the bundled synthetic crops (standardised here, as the unit does) and compare with the outputs
@@ -181,7 +191,7 @@ def load_bundle(path: str | Path, run_selftest: bool = True, num_threads: int | 
         path: the bundle folder (``models/<id>``).
         run_selftest: re-run the bundled self-test images (recommended at start-up; about one inference each).
         num_threads: interpreter CPU threads (None: runtime default).
-        backend: force a runtime module (see ``device.runtime.BACKENDS``).
+        backend: force a runtime module (see ``device.model.runtime.BACKENDS``).
 
     Returns:
         A :class:`ModelBundle` ready to :meth:`~ModelBundle.predict`.

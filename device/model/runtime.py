@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import ModelError
+from device.model.card import SIGNATURE_KEY
 
-SIGNATURE_KEY = "serving_default"
 # Interpreter modules in order of preference (DESIGN.md §4): LiteRT, then tflite-runtime 2.14 (numpy < 2 only).
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "install it with `pip install 'dr-cam-screening[unit]'` (ai-edge-litert)"

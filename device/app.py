@@ -50,7 +50,7 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
         ModelError: the model is missing or fails its checks (shown on the display first when possible).
         HardwareError: the display or the records folder cannot be opened.
     """
-    from firmware_bridge.link import open_link
+    from firmware_bridge.factory import open_link
 
     display = open_display(cfg.display)
     try:
@@ -147,7 +147,7 @@ def selftest(cfg: UnitConfig, model: str | None = None) -> list[Check]:
     Returns:
         One :class:`Check` per part; the unit is ready when all are ok.
     """
-    from firmware_bridge.link import open_link
+    from firmware_bridge.factory import open_link
 
     def check_model() -> str:
         mcfg = model_config_for(cfg, model)

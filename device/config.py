@@ -22,7 +22,8 @@ from device.errors import ConfigError
 from device.model import BundleModelConfig, ModelConfig
 from device.quality import QualityConfig
 from device.records import RecordsConfig
-from firmware_bridge.config import LinkConfig, NoneLinkConfig
+from firmware_bridge.config import NoneLinkConfig
+from firmware_bridge.factory import LinkConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"

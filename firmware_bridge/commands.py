@@ -7,7 +7,7 @@ here, on the host, where it can change without reflashing the board.
 from __future__ import annotations
 
 from firmware_bridge import protocol as P
-from firmware_bridge.link import check_beep, check_fixation, check_flash, check_level, check_status
+from firmware_bridge.vocabulary import check_beep, check_fixation, check_flash, check_level, check_status
 
 FLASH_LEVEL = 255  # full drive for the capture flash; the LED driver's resistor sets the real current
 
@@ -34,7 +34,7 @@ def status_message(status: str) -> tuple[int, bytes]:
     """SET_LEDS message for a unit status.
 
     Args:
-        status: one of ``firmware_bridge.link.STATUSES``.
+        status: one of ``firmware_bridge.vocabulary.STATUSES``.
     Returns:
         (message type, payload).
     """

@@ -4,14 +4,15 @@ Example (YAML/JSON in the unit's config)::
 
     link: {type: serial, url: /dev/serial/by-id/usb-MicroPython_Board_in_FS_mode_e6614c-if00}
 
-All durations are seconds. No I/O happens here: the config only describes the link, ``open_link`` opens it.
+All durations are seconds. No I/O happens here: the config only describes the link;
+``firmware_bridge.factory.open_link`` opens it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LinkConfigError(ValueError):
@@ -50,35 +51,3 @@ class SerialLinkConfig(BaseModel):
     reconnect_interval_s: float = Field(1.0, gt=0, le=60, description="pause between attempts to reopen the port")
     queue_size: int = Field(64, ge=1, le=4096, description="commands waiting to be sent; the oldest is dropped "
                                                            "(and reported) when full")
-
-
-LinkConfig = Annotated[Union[NoneLinkConfig, FakeLinkConfig, SerialLinkConfig], Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
-
-
-def parse_link_config(data: object) -> NoneLinkConfig | FakeLinkConfig | SerialLinkConfig:
-    """Validate a link config (a mapping, or an already-built config object).
-
-    Args:
-        data: e.g. ``{"type": "serial", "url": "/dev/ttyACM0"}``; ``None`` means ``{"type": "none"}``.
-
-    Returns:
-        The validated, frozen config object.
-
-    Raises:
-        LinkConfigError: one sentence naming the first bad field and what is allowed.
-    """
-    if data is None:
-        return NoneLinkConfig()
-    if isinstance(data, (NoneLinkConfig, FakeLinkConfig, SerialLinkConfig)):
-        return data
-    try:
-        return _ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        if loc and loc[0] in ("none", "fake", "serial"):  # pydantic prefixes the discriminator tag
-            loc = loc[1:]
-        where = ".".join(str(p) for p in loc) or "type"
-        raise LinkConfigError(f"Microcontroller link config field '{where}' is invalid ({err['msg']}): "
-                              f"fix it in the unit config (type is one of none, fake, serial).") from None

@@ -68,6 +68,12 @@ LED_GREEN = 0x01
 LED_AMBER = 0x02
 LED_RED = 0x04
 
+# Limits of the command payloads: the board refuses values outside them, and the host checks the same values
+# before sending (firmware_bridge.vocabulary), so a bad request is one sentence on the host, not a NAK.
+ILLUMINATION_MAX = 255  # 8-bit PWM duty of SET_ILLUMINATION and of the FLASH level
+FLASH_MAX_MS = 2000  # longest FLASH pulse (eye safety: fundus flashes are ~1-200 ms)
+FIXATION_TARGETS = 5  # fixation LEDs on the reference board (centre, up, down, left, right); 0 switches them off
+
 
 def _make_table():
     table = []

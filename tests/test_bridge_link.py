@@ -6,8 +6,10 @@ import threading
 
 import pytest
 
-from firmware_bridge.config import LinkConfigError, SerialLinkConfig, parse_link_config
-from firmware_bridge.link import FakeLink, NullLink, UnitLink, open_link
+from firmware_bridge.config import LinkConfigError, SerialLinkConfig
+from firmware_bridge.fake import FakeLink, NullLink
+from firmware_bridge.factory import open_link, parse_link_config
+from firmware_bridge.link import UnitLink
 
 
 def test_null_link_does_nothing_and_is_never_connected():
@@ -90,7 +92,8 @@ def test_bridge_imports_neither_device_trainer_nor_pyserial_until_a_serial_link_
     import subprocess
     import sys
 
-    code = ("import sys, firmware_bridge.link, firmware_bridge.config, firmware_bridge.protocol, "
+    code = ("import sys, firmware_bridge.link, firmware_bridge.config, firmware_bridge.factory, firmware_bridge.fake, "
+            "firmware_bridge.vocabulary, firmware_bridge.protocol, "
             "firmware_bridge.transport, firmware_bridge.session, firmware_bridge.commands, firmware_bridge.emulator, "
             "firmware_bridge.serial_link\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'device', 'trainer', 'serial', 'tensorflow', "

@@ -9,7 +9,8 @@ import pytest
 from firmware_bridge import protocol as P
 from firmware_bridge.commands import flash_message, status_message
 from firmware_bridge.emulator import Emulator
-from firmware_bridge.link import UnitLink, open_link
+from firmware_bridge.factory import open_link
+from firmware_bridge.link import UnitLink
 from firmware_bridge.serial_link import SerialLink
 
 FAST = dict(retry_timeout_s=0.03, handshake_timeout_s=0.05, heartbeat_interval_s=0.05, silence_timeout_s=0.4,

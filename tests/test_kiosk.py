@@ -15,7 +15,7 @@ from device.errors import ModelError
 from device.kiosk import Kiosk, KeyboardTrigger
 from device.model import FakeModel
 from device.records import RecordStore
-from firmware_bridge.link import FakeLink
+from firmware_bridge.fake import FakeLink
 
 GOOD = draw_fundus(21, 320, 240)
 DARK = (GOOD * 0.1).astype(np.uint8)

@@ -14,7 +14,7 @@ from device.display import FakeDisplay, FakeDisplayConfig
 from device.kiosk import Kiosk
 from device.model import FakeModel
 from device.records import RecordStore
-from firmware_bridge.link import FakeLink
+from firmware_bridge.fake import FakeLink
 
 SOAK_IMAGES = 1000
 WARM_UP = 100  # screenings before the baseline: caches, fonts and SQLite pages fill up first

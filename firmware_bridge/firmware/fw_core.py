@@ -6,7 +6,7 @@ that record every change. Keep this file in the MicroPython subset (no typing, d
 A ``board`` provides: ``ticks_ms()``, ``buttons()`` (bit mask of pressed buttons, raw, undebounced),
 ``leds(mask)`` (LED_GREEN/AMBER/RED bits lit), ``buzzer(freq_hz)`` (0 = silent), ``illumination(level)`` (0..255),
 ``flash(level, duration_ms)`` (one pulse, timed by the board: a hardware timer on the Pico, so the pulse length
-does not depend on main-loop jitter) and ``fixation(target)`` (0 = off, 1..FIXATION_TARGETS).
+does not depend on main-loop jitter) and ``fixation(target)`` (0 = off, 1..protocol.FIXATION_TARGETS).
 """
 
 try:
@@ -19,12 +19,10 @@ except ImportError:  # on the board the modules sit side by side
 FIRMWARE_VERSION = (1, 0, 0)
 BOARD_NAME = "pico-dr-unit"
 CAPABILITIES = P.CAP_BUTTON | P.CAP_LEDS | P.CAP_BUZZER | P.CAP_ILLUMINATION | P.CAP_FLASH | P.CAP_FIXATION
-FIXATION_TARGETS = 5  # centre, up, down, left, right (docs/firmware_bridge.md pin map)
 BUTTON_COUNT = 1  # bit 0: the capture button
 DEBOUNCE_MS = 20  # a contact must be stable this long (typical tactile switch bounce is < 10 ms)
 HOST_TIMEOUT_MS = 3000  # no frame from the host for this long: drop the session and show "no host"
 NO_HOST_BLINK_MS = 500  # amber blink while no host is talking to us
-FLASH_MAX_MS = 2000  # refuse longer pulses (eye safety); the host enforces the same limit
 BEEP_FREQ_RANGE = (100, 10000)  # Hz the piezo buzzer can usefully play
 EVENT_QUEUE = 16  # button events waiting for the host (RAM on the board is small)
 STUCK_BUTTON_MS = 10000  # a press held this long is reported as a possibly stuck button
@@ -125,7 +123,7 @@ class FirmwareCore:
             self._set_leds(0, 0, 0)
         major, minor, patch = FIRMWARE_VERSION
         reply = (bytes((P.PROTOCOL_VERSION,)) + P.u16(session) + bytes((major, minor, patch)) + P.u16(CAPABILITIES)
-                 + bytes((FIXATION_TARGETS,)) + BOARD_NAME.encode())
+                 + bytes((P.FIXATION_TARGETS,)) + BOARD_NAME.encode())
         self.channel.send_unreliable(P.HELLO_REPLY, reply)
         return 0
 
@@ -153,11 +151,11 @@ class FirmwareCore:
             board.illumination(payload[0])
         elif msg_type == P.FLASH:
             duration = P.get_u16(payload, 0)
-            if len(payload) != 3 or not 1 <= duration <= FLASH_MAX_MS or not payload[2]:
+            if len(payload) != 3 or not 1 <= duration <= P.FLASH_MAX_MS or not payload[2]:
                 return P.NAK_BAD_PAYLOAD
             board.flash(payload[2], duration)
         elif msg_type == P.SET_FIXATION:
-            if len(payload) != 1 or payload[0] > FIXATION_TARGETS:
+            if len(payload) != 1 or payload[0] > P.FIXATION_TARGETS:
                 return P.NAK_BAD_PAYLOAD
             board.fixation(payload[0])
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.evaluate.protocol import GroundTruth, overlaps
+from trainer.evaluate.matching import GroundTruth, overlaps
 
 NEVER = -np.inf  # best score of a lesion no region detects
 

@@ -1,0 +1,75 @@
+"""Open the microcontroller link a config describes: one table from config ``type`` to implementation.
+
+Both the config union (:data:`LinkConfig`, part of the unit's config) and :func:`open_link` come from
+:data:`LINKS`, so adding an implementation is one row.
+
+    from firmware_bridge.factory import open_link
+    link = open_link({"type": "serial", "url": "/dev/ttyACM0"})     # or {"type": "fake"}, {"type": "none"}, None
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from firmware_bridge.config import FakeLinkConfig, LinkConfigError, NoneLinkConfig, SerialLinkConfig
+from firmware_bridge.fake import FakeLink, NullLink
+from firmware_bridge.link import UnitLink
+from firmware_bridge.serial_link import SerialLink
+
+# Config ``type`` -> (config class, implementation): the config union and open_link() both come from this table.
+LINKS = {
+    "none": (NoneLinkConfig, NullLink),
+    "fake": (FakeLinkConfig, FakeLink),
+    "serial": (SerialLinkConfig, SerialLink),
+}
+LinkConfig = Annotated[Union[tuple(config for config, _ in LINKS.values())], Field(discriminator="type")]
+_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
+_CONFIGS = tuple(config for config, _ in LINKS.values())
+
+
+def parse_link_config(data: object) -> LinkConfig:
+    """Validate a link config (a mapping, or an already-built config object).
+
+    Args:
+        data: e.g. ``{"type": "serial", "url": "/dev/ttyACM0"}``; ``None`` means ``{"type": "none"}``.
+
+    Returns:
+        The validated, frozen config object.
+
+    Raises:
+        LinkConfigError: one sentence naming the first bad field and what is allowed.
+    """
+    if data is None:
+        return NoneLinkConfig()
+    if isinstance(data, _CONFIGS):
+        return data
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        if loc and loc[0] in LINKS:  # pydantic prefixes the discriminator tag
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "type"
+        raise LinkConfigError(f"Microcontroller link config field '{where}' is invalid ({err['msg']}): "
+                              f"fix it in the unit config (type is one of "
+                              f"{', '.join(LINKS)}).") from None
+
+
+def open_link(config: object = None) -> UnitLink:
+    """Open the link described by ``config``; never blocks or raises on hardware.
+
+    Args:
+        config: a mapping such as ``{"type": "serial", "url": "/dev/ttyACM0"}``, a config object, or None (no link).
+
+    Returns:
+        A ``NullLink``, ``FakeLink`` or ``SerialLink``. A serial port that is absent is not an error here: the
+        ``SerialLink`` keeps trying to open it and reports ``error``/``connected`` events.
+
+    Raises:
+        LinkConfigError: the config itself is invalid (one sentence).
+    """
+    cfg = parse_link_config(config)
+    return LINKS[cfg.type][1].from_config(cfg)

@@ -32,6 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from device.model.card import EXPORT_FORMATS  # noqa: E402 - after the sys.path line, so a checkout runs as is
+
 FULL_SIZE, FULL_WIDTH = 512, 1.0  # DESIGN.md §2.1: the paper network
 CALIBRATION_IMAGES = 8  # random-weight int8 conversion only needs plausible activation ranges
 TFLITE_RUNTIME_NOTE = ("not run: tflite-runtime 2.14 needs Python 3.11 + numpy<2 (this venv has numpy 2); "
@@ -103,7 +105,7 @@ def _convert(size: int, width: float, folder: Path) -> dict:
     model = build_cam_model(size, width)
     calib = np.random.default_rng(1).normal(size=(CALIBRATION_IMAGES, size, size, 3)).astype(np.float32)
     paths = {"float32": model.count_params() * 4}  # bytes of the Keras float32 weights
-    for fmt in ("float16", "int8"):
+    for fmt in EXPORT_FORMATS:
         paths[fmt] = folder / f"cam_{size}_{width}_{fmt}.tflite"
         paths[fmt].write_bytes(convert_to_tflite(model, fmt, calib if fmt == "int8" else None))
     return paths
@@ -160,7 +162,7 @@ def main() -> None:
                               files["float32"])]
                 variants += [(f"LiteRT {fmt}", sys.executable, ["--variant", "litert", "--model", str(files[fmt]),
                                                                 "--backend", "ai_edge_litert.interpreter"], files[fmt])
-                             for fmt in ("float16", "int8")]
+                             for fmt in EXPORT_FORMATS]
                 tflrt = ["--variant", "litert", "--model", str(files["int8"]), "--backend",
                          "tflite_runtime.interpreter"]
                 variants.append(("tflite-runtime int8", args.tflite_runtime_python, tflrt, files["int8"]))

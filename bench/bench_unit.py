@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from device.camera import list_images  # noqa: E402
 from device.errors import ScreeningError  # noqa: E402
+from device.model.card import EXPORT_FORMATS  # noqa: E402
 from device.imageio import load_image  # noqa: E402
 from device.pipeline import screen_frame  # noqa: E402
 from device.quality import QualityGate  # noqa: E402
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="bundle folder (default: models/DEFAULT)")
     parser.add_argument("--untrained", type=int, default=None, metavar="SIZE",
                         help="export the paper network with random weights at SIZE px and time that")
-    parser.add_argument("--format", choices=("float16", "int8"), default="int8", help="format for --untrained")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="int8", help="format for --untrained")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads (default: runtime's)")
     parser.add_argument("--images", type=Path, default=REPO / "samples", help="photographs to screen")

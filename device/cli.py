@@ -7,11 +7,13 @@ import sys
 import click
 
 from device.errors import ScreeningError
+from device.notice import RESEARCH_NOTICE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help=f"Offline diabetic-retinopathy screening unit ({RESEARCH_NOTICE}).")
 def cli() -> None:
-    """Offline diabetic-retinopathy screening unit (research tool, not a medical device)."""
+    pass
 
 
 @cli.command("preprocess")

@@ -16,18 +16,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device.camera import CameraConfig, FolderCameraConfig
-from device.display import DisplayConfig, FileDisplayConfig
+from common.config import first_error_sentence
+from device.camera import CAMERAS, CameraConfig, FolderCameraConfig
+from device.display import DISPLAYS, DisplayConfig, FileDisplayConfig
 from device.errors import ConfigError
-from device.model import BundleModelConfig, ModelConfig
+from device.model import MODELS, BundleModelConfig, ModelConfig
 from device.quality import QualityConfig
 from device.records import RecordsConfig
 from firmware_bridge.config import NoneLinkConfig
-from firmware_bridge.factory import LinkConfig
+from firmware_bridge.factory import LINKS, LinkConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"
 EYES = ("right", "left")
+# The ``type`` values of the hardware sections: pydantic puts them in an error's location, a person never writes them.
+TYPE_TAGS = frozenset(CAMERAS) | frozenset(MODELS) | frozenset(DISPLAYS) | frozenset(LINKS)
 
 
 class KioskConfig(BaseModel):
@@ -78,10 +81,8 @@ def parse_config(data: dict, base_dir: str | Path = ".") -> UnitConfig:
     try:
         return UnitConfig.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"] if not str(p).endswith("Config")) or "config"
-        raise ConfigError(f"Config field '{where}' is invalid ({err['msg']}); fix it in the config file "
-                          "(docs/unit.md lists every field).") from None
+        raise ConfigError(first_error_sentence(exc, "Unit config", "fix it in the config file (docs/unit.md lists "
+                                               "every field)", tags=TYPE_TAGS)) from None
 
 
 def load_config(path: str | Path | None = None) -> UnitConfig:

@@ -28,10 +28,9 @@ import numpy as np
 
 from device.errors import ConfigError, ModelError
 
-# Paper §3.2: the normalised CAM is thresholded at 0.65 to form region proposals.
+# Paper §3.2: the normalised CAM is thresholded at 0.65 to form region proposals (the unit reads each model's own
+# value from its card; this is the default of the trainer, the evaluator and the fake model).
 REGION_THRESHOLD = 0.65
-# The network downsamples by 16 (four stride-2 max-pools): 512 px input -> 32x32 CAM (DESIGN.md §2.1).
-CAM_STRIDE = 16
 # 8-connectivity groups diagonal neighbours, as the ground-truth components of the evaluator do.
 DEFAULT_CONNECTIVITY = 8
 
@@ -202,7 +201,8 @@ def _label(heat: np.ndarray, low: float, high: float, threshold: float, connecti
     if connectivity not in (4, 8):
         raise ConfigError(f"Connectivity must be 4 or 8, got {connectivity}.")
     if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"The region threshold must be within 0..1 (the paper uses 0.65), got {threshold}.")
+        raise ConfigError(f"The region threshold must be within 0..1 (the paper uses {REGION_THRESHOLD}), got "
+                          f"{threshold}.")
     flat = high <= low
     scale = 0.0 if flat else 1.0 / (high - low)
     if flat:

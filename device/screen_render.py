@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from device.notice import RESEARCH_NOTICE
 from device.result import NEXT_ACTION, ScreeningResult, Verdict
 
-NOTICE = "Research tool — not a medical device"
 # Verdict colours (RGB): red / green / amber, the traffic-light convention of screening programmes; white text on
 # each has a WCAG contrast ratio >= 4.5 (red 5.9, green 5.0, amber with dark text 8.6).
 COLOURS = {"referable": (190, 30, 35), "non_referable": (25, 120, 55), "ungradable": (245, 170, 30),
@@ -84,7 +84,7 @@ def _frame(width: int, height: int, kind: str, headline: str, sub: str, footer: 
     if sub:
         _text(draw, (int(width * 0.025), int(bh * 0.08) + int(big * 1.15)), sub, int(bh * 0.2), ink)
     draw.rectangle((0, height - nh, width, height), fill=(0, 0, 0))
-    _text(draw, (int(width * 0.02), height - nh + int(nh * 0.2)), f"{NOTICE} · {footer}" if footer else NOTICE,
+    _text(draw, (int(width * 0.02), height - nh + int(nh * 0.2)), f"{RESEARCH_NOTICE} · {footer}" if footer else RESEARCH_NOTICE,
           int(nh * 0.5), (235, 235, 235))
     return img, draw, bh, height - nh
 

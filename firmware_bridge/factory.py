@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from common.config import first_error_sentence
 from firmware_bridge.config import FakeLinkConfig, LinkConfigError, NoneLinkConfig, SerialLinkConfig
 from firmware_bridge.fake import FakeLink, NullLink
 from firmware_bridge.link import UnitLink
@@ -48,14 +49,9 @@ def parse_link_config(data: object) -> LinkConfig:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        if loc and loc[0] in LINKS:  # pydantic prefixes the discriminator tag
-            loc = loc[1:]
-        where = ".".join(str(p) for p in loc) or "type"
-        raise LinkConfigError(f"Microcontroller link config field '{where}' is invalid ({err['msg']}): "
-                              f"fix it in the unit config (type is one of "
-                              f"{', '.join(LINKS)}).") from None
+        raise LinkConfigError(first_error_sentence(exc, "Microcontroller link config", "fix it in the unit config "
+                                                   f"(type is one of {', '.join(LINKS)})", tags=LINKS,
+                                                   whole="type")) from None
 
 
 def open_link(config: object = None) -> UnitLink:

@@ -78,7 +78,7 @@ def test_config_defaults_and_errors_name_the_field():
     cfg = parse_link_config({"type": "serial", "url": "/dev/ttyACM0"})
     assert isinstance(cfg, SerialLinkConfig) and cfg.retry_timeout_s == 0.2 and cfg.max_retries == 4
     with pytest.raises(LinkConfigError,
-                       match=r"^Microcontroller link config field 'url' is invalid \(Field required\)"):
+                       match=r"^Microcontroller link config: field 'url' is missing; fix it in the unit config"):
         parse_link_config({"type": "serial"})
     with pytest.raises(LinkConfigError, match="field 'baud' is invalid .*Extra inputs are not permitted"):
         parse_link_config({"type": "serial", "url": "loop://", "baud": 9600})

@@ -97,7 +97,7 @@ def test_errors_are_one_sentence(synthetic_root, tmp_path):
     assert "is neither a model bundle (model.json + model.tflite) nor a training run folder" in result.output
     result = runner.invoke(cli, ["evaluate", "--model", "oracle", "--data", str(synthetic_root), "--out",
                                  str(tmp_path / "o"), "--set", "connectivity=6"])
-    assert result.exit_code != 0 and "Evaluation setting 'connectivity' is invalid" in result.output
+    assert result.exit_code != 0 and "Evaluation settings: field 'connectivity' is invalid" in result.output
     with pytest.raises(Exception, match="needs the dataset's ground truth"):
         load_predictor("oracle")
     result = runner.invoke(cli, ["evaluate", "--model", "oracle", "--data", str(synthetic_root), "--out",

@@ -87,7 +87,7 @@ def test_card_with_a_missing_field_is_refused(exported, tmp_path):
     card = json.loads((folder / "model.json").read_text())
     del card["sha256"]
     (folder / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match=r"model card .*model\.json is invalid: field 'sha256' is missing; re-export"):
+    with pytest.raises(ModelError, match=r"model card .*model\.json: field 'sha256' is missing; re-export"):
         load_bundle(folder)
 
 

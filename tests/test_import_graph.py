@@ -1,4 +1,4 @@
-"""No import cycles in device, trainer or firmware_bridge (docs/ARCHITECTURE.md; STYLE.md habit 15).
+"""No import cycles in common, device, trainer or firmware_bridge (docs/ARCHITECTURE.md; STYLE.md habit 15).
 
 The graph is built from the source (AST), counting imports at any level: module top, inside functions (the lazy
 imports of adapters and heavy libraries), and under ``if TYPE_CHECKING``. When two modules need each other, a third
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("device", "trainer", "firmware_bridge")
+PACKAGES = ("common", "device", "trainer", "firmware_bridge")
 
 
 def _modules() -> dict[str, Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
+    "common": {"device", "trainer", "firmware_bridge", "tensorflow", "keras", "jax", "torch"},
     "device": {"trainer", "tensorflow", "keras", "jax", "torch"},
     "firmware_bridge": {"trainer", "device", "tensorflow", "keras", "jax", "torch"},
 }
@@ -46,7 +47,7 @@ def test_packages_do_not_import_forbidden_packages():
 
 def test_hardware_libraries_are_imported_lazily():
     offences = []
-    for package in ("device", "firmware_bridge"):
+    for package in ("common", "device", "firmware_bridge"):
         for path in (REPO / package).rglob("*.py"):
             if "firmware" in path.relative_to(REPO / package).parts[:1]:
                 continue
@@ -59,8 +60,8 @@ def test_hardware_libraries_are_imported_lazily():
 def test_importing_every_unit_module_loads_no_heavy_library():
     code = (
         "import importlib, json, pkgutil, sys\n"
-        "import device, firmware_bridge\n"
-        "for pkg in (device, firmware_bridge):\n"
+        "import common, device, firmware_bridge\n"
+        "for pkg in (common, device, firmware_bridge):\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        if '.firmware' in m.name: continue\n"
         "        importlib.import_module(m.name)\n"

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from device.errors import ModelError
 from device.model.bundle import default_model_dir, read_card
-from device.model.card import NOTICE, ModelCard
+from device.model.card import ModelCard
+from device.notice import INTENDED_USE
 
 
 def card_dict(fmt: str = "int8", size: int = 64) -> dict:
@@ -47,7 +48,7 @@ def test_valid_card_round_trips_and_carries_the_notice():
     again = ModelCard.model_validate_json(card.model_dump_json())
     assert again == card
     assert card.cam_size == 4 and card.output("cam").shape == (1, 4, 4)
-    assert card.intended_use == NOTICE and "not a medical device" in card.intended_use
+    assert card.intended_use == INTENDED_USE and "not a medical device" in card.intended_use
 
 
 @pytest.mark.parametrize("path, value, message", [

@@ -57,12 +57,12 @@ def test_toml_file_is_merged_over_the_preset(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["input_size=100"], "field 'input_size' is invalid: must be a multiple of 16"),
-    (["optimizer.momentum=1.5"], "field 'optimizer.momentum' is invalid: Input should be less than 1"),
-    (["epochs=0"], "field 'epochs' is invalid: Input should be greater than or equal to 1"),
-    (["augment.spin=3"], "field 'augment.spin' is invalid: Extra inputs are not permitted"),
-    (["batch_size=30", "num_devices=4"], "field 'num_devices' is invalid: batch_size 30 must be divisible by num_devices 4"),
-    (["data.normalisation=clahe"], "field 'data.normalisation' is invalid: Input should be 'per_image' or 'local_contrast'"),
+    (["input_size=100"], "field 'input_size' is invalid (must be a multiple of 16"),
+    (["optimizer.momentum=1.5"], "field 'optimizer.momentum' is invalid (Input should be less than 1"),
+    (["epochs=0"], "field 'epochs' is invalid (Input should be greater than or equal to 1"),
+    (["augment.spin=3"], "field 'augment.spin' is invalid (Extra inputs are not permitted"),
+    (["batch_size=30", "num_devices=4"], "field 'num_devices' is invalid (batch_size 30 must be divisible by num_devices 4"),
+    (["data.normalisation=clahe"], "field 'data.normalisation' is invalid (Input should be 'per_image' or 'local_contrast'"),
 ])
 def test_invalid_values_name_the_field_and_the_reason(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -81,7 +81,7 @@ def test_unknown_preset_missing_file_bad_toml_and_bad_override_are_one_sentence(
     bad.write_text("epochs = = 3\n")
     with pytest.raises(ConfigError, match=r"is not valid TOML .*; fix the syntax\.$"):
         load_train_config("paper", path=bad)
-    with pytest.raises(ConfigError, match=r"Override 'epochs' is not of the form key=value"):
+    with pytest.raises(ConfigError, match=r"The override 'epochs' is not KEY=VALUE; write e.g. --set epochs=10\."):
         load_train_config("paper", overrides=["epochs"])
 
 
@@ -95,5 +95,5 @@ def test_cli_check_config_prints_the_config_or_fails_before_any_work():
     assert json.loads(ok.output)["epochs"] == 5
     bad = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--set", "width=-1"])
     assert bad.exit_code != 0
-    assert "field 'width' is invalid: Input should be greater than 0" in bad.output
+    assert "field 'width' is invalid (Input should be greater than 0" in bad.output
     assert "Traceback" not in bad.output

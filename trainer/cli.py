@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import click
 
+from device.model.card import EXPORT_FORMATS
+from device.notice import RESEARCH_NOTICE
+from device.regions import REGION_THRESHOLD
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help=f"Train, evaluate and export the CAM network ({RESEARCH_NOTICE}).")
 def cli() -> None:
-    """Train, evaluate and export the CAM network (research tool, not a medical device)."""
+    pass
 
 
 @cli.command("prepare")
@@ -94,7 +99,7 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
 @cli.command("export")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--format", "formats", multiple=True, default=("int8",), show_default=True,
-              type=click.Choice(["float16", "int8"]), help="Bundle format; repeat for both.")
+              type=click.Choice(EXPORT_FORMATS), help="Bundle format; repeat for both.")
 @click.option("--id", "model_id", help="Base bundle id; bundles are <id>-<format> (default: <run name>-<size>px).")
 @click.option("--out", "out_root", default="models", show_default=True, type=click.Path(file_okay=False), help="Folder of the bundles.")
 @click.option("--data", default="run", show_default=True, help="Calibration/parity data: 'run' (the run's own), 'synthetic', or a cache/EyePACS folder.")
@@ -104,7 +109,7 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
 @click.option("--threshold", "threshold_method", default="youden_j", show_default=True,
               type=click.Choice(["youden_j", "sensitivity_target"]), help="How the decision threshold is chosen on the validation split.")
 @click.option("--target-sensitivity", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="For --threshold sensitivity_target.")
-@click.option("--region-threshold", default=0.65, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Normalised-CAM region threshold (paper §3.2).")
+@click.option("--region-threshold", default=REGION_THRESHOLD, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Normalised-CAM region threshold (paper §3.2).")
 @click.option("--metrics", "metrics_file", type=click.Path(dir_okay=False, exists=True), help="Evaluation report JSON to carry in the card.")
 @click.option("--set-default", is_flag=True, help="Make the bundle the unit's default (models/DEFAULT).")
 @click.option("--force", is_flag=True, help="Bundle a model that misses the parity tolerances (the report says so).")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import ScreeningError
+from device.model.card import EXPORT_FORMATS
 
-FORMATS = ("float16", "int8")
 INPUT_NAME = "image"
 # "'tf.Erfinv' op is neither a custom op nor a flex op" -- how the MLIR converter names an op with no builtin.
 _NON_BUILTIN_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -66,8 +66,8 @@ def convert_to_tflite(model, fmt: str, representative: np.ndarray | Iterable[np.
     """
     import tensorflow as tf
 
-    if fmt not in FORMATS:
-        raise ExportError(f"Unknown export format '{fmt}'; use one of {', '.join(FORMATS)}.")
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"Unknown export format '{fmt}'; use one of {', '.join(EXPORT_FORMATS)}.")
     size = int(model.input_shape[1])
     with tempfile.TemporaryDirectory(prefix="dr-export-") as tmp:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(model, size, Path(tmp))))

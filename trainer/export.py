@@ -26,12 +26,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from device.model.bundle import load_bundle
-from device.model.card import (CARD_FILE, MODEL_FILE, PAPER_REGION_THRESHOLD, SELFTEST_FILE, InputSpec, ModelCard,
+from device.model.card import (CAM_STRIDE, CARD_FILE, MODEL_FILE, SELFTEST_FILE, ExportFormat, InputSpec, ModelCard,
                                NetworkInfo, OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds,
                                TrainingData)
-from device.preprocess import standardise
+from device.preprocess import InputNormalisation, standardise
+from device.regions import REGION_THRESHOLD, CardCAMNormalisation
 from device.model.runtime import LiteRTRuntime, TensorSpec
 from device.atomic import write_atomic
+from device.notice import RESEARCH_NOTICE
 from trainer.convert import ExportError, convert_to_tflite
 from trainer.parity import choose_threshold, parity_report, write_report
 from trainer.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
@@ -43,7 +45,7 @@ from trainer.run_folder import code_version
 # steps (2/256) and CAMs that still correlate > 0.9; a broken runtime or preprocessing gives far more.
 SELFTEST_TOLERANCES = {"float16": (0.01, 0.999), "int8": (0.05, 0.9)}
 MODEL_LICENCE = ("Weights: research use only, same restrictions as the training data; code: Apache-2.0. "
-                 "Not a medical device.")
+                 f"{RESEARCH_NOTICE}.")
 KERAS_BATCH = 16
 
 
@@ -52,17 +54,17 @@ class ExportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["float16", "int8"]
+    format: ExportFormat
     model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
     out_root: Path = Path("models")
-    normalisation: Literal["per_image", "local_contrast"] = "per_image"
+    normalisation: InputNormalisation = "per_image"
     calibration_images: int = Field(200, ge=1, description="int8 representative images (training split)")
     held_out_images: int = Field(400, ge=2, description="parity/threshold images (validation split, or synthetic)")
     synthetic_held_out: int | None = Field(None, ge=2, description="synthetic held-out size (None: held_out_images)")
     threshold_method: Literal["youden_j", "sensitivity_target"] = "youden_j"
     target_sensitivity: float = Field(0.9, gt=0, le=1)
-    region_threshold: float = Field(PAPER_REGION_THRESHOLD, gt=0, lt=1)
-    region_normalisation: Literal["max", "minmax"] = "max"
+    region_threshold: float = Field(REGION_THRESHOLD, gt=0, lt=1)
+    region_normalisation: CardCAMNormalisation = "max"
     selftest_images: int = Field(3, ge=1, le=16)
     seed: int = 0
     force: bool = False
@@ -123,7 +125,7 @@ def _card(model, options: ExportOptions, runtime: LiteRTRuntime, flatbuffer: byt
           source: str) -> ModelCard:
     """The model card of an export (see :class:`device.model.card.ModelCard`)."""
     size, fmt = runtime.input.shape[1], options.format
-    cells = size // 16
+    cells = size // CAM_STRIDE
     prob_atol, cam_min_corr = SELFTEST_TOLERANCES[fmt]
     unspecified = TrainingData(dataset="unspecified", image_size=size, n_train=None, n_validation=None,
                                licence="unknown")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from device.model.card import CAM_STRIDE, CLASS_NAMES
+
 # DESIGN.md §2.1: (filters, kernel) per conv, a max-pool after each of the first four blocks.
 BLOCKS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((32, 5), (32, 3)),
@@ -26,12 +28,10 @@ BLOCKS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((256, 3), (256, 3), (256, 3)),
     ((512, 3), (512, 3), (1024, 3)),  # the last conv is the new 1024-channel CAM layer (feature maps A_k)
 )
-FEATURE_STRIDE = 16  # four stride-2 max-pools: CAM cell i covers model pixels 16i..16i+15 (ARCHITECTURE.md)
 LEAKY_SLOPE = 0.01  # DESIGN.md §2.1: LeakyReLU(0.01)
 BN_MOMENTUM = 0.9  # Lasagne/o_O batch-norm running-average factor (alpha=0.1)
 BN_EPSILON = 1e-4  # Lasagne default
 CAM_CLASS = 1  # the CAM is computed for the referable class
-CLASS_NAMES = ("non-referable", "referable")
 PAPER_L2 = 5e-4  # DESIGN.md §2.2: L2 weight decay 0.0005
 
 
@@ -116,8 +116,8 @@ def build_cam_model(input_size: int = 512, width: float = 1.0, name: str = "cam_
         A functional ``keras.Model`` with input ``image`` (N, S, S, 3) float32 and outputs
         ``{"probs": (N, 2), "cam": (N, S/16, S/16)}``.
     """
-    if input_size % FEATURE_STRIDE or input_size < FEATURE_STRIDE:
-        raise ValueError(f"input_size must be a positive multiple of {FEATURE_STRIDE}, got {input_size}")
+    if input_size % CAM_STRIDE or input_size < CAM_STRIDE:
+        raise ValueError(f"input_size must be a positive multiple of {CAM_STRIDE}, got {input_size}")
     if not width > 0:
         raise ValueError(f"width must be positive, got {width}")
     image = keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="image")

@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from common.config import OverrideError, apply_overrides, first_error_sentence
 from device.errors import ConfigError
+from device.model.card import CAM_STRIDE
+from device.preprocess import InputNormalisation
 
 PRESETS_DIR = Path(__file__).with_name("presets")
-FEATURE_STRIDE = 16  # trainer.model: four stride-2 max-pools
 
 
 class _Strict(BaseModel):
@@ -38,7 +40,7 @@ class DataConfig(_Strict):
                                 "a cache carries its own split)")
     split_seed: int = Field(0, ge=0, description="seed of the patient-level split (folder source)")
     max_images: int | None = Field(None, ge=4, description="use at most this many images (smoke runs); None = all")
-    normalisation: Literal["per_image", "local_contrast"] = Field(
+    normalisation: InputNormalisation = Field(
         "per_image", description="device.preprocess.standardise method: 'per_image' mean/std inside the FOV (the "
         "paper); 'local_contrast': Ben Graham's 4*img - 4*blur(img, size/30) + 128, then standardised")
     workers: int = Field(1, ge=0, le=64, description="background threads that read and standardise batches "
@@ -73,7 +75,8 @@ class TrainConfig(_Strict):
 
     name: str = Field("run", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="run name, used for the run folder")
-    input_size: int = Field(512, ge=16, le=2048, description="square input side in pixels, a multiple of 16")
+    input_size: int = Field(512, ge=CAM_STRIDE, le=2048,
+                            description=f"square input side in pixels, a multiple of {CAM_STRIDE}")
     width: float = Field(1.0, gt=0.0, le=4.0, description="channel multiplier of the CAM net (1.0 = 10.25 M params)")
     epochs: int = Field(150, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096, description="global batch size (split across devices)")
@@ -100,8 +103,8 @@ class TrainConfig(_Strict):
     @field_validator("input_size")
     @classmethod
     def _multiple_of_stride(cls, value: int) -> int:
-        if value % FEATURE_STRIDE:
-            raise ValueError(f"must be a multiple of {FEATURE_STRIDE} (the CAM is input/16), got {value}")
+        if value % CAM_STRIDE:
+            raise ValueError(f"must be a multiple of {CAM_STRIDE} (the CAM is input/{CAM_STRIDE}), got {value}")
         return value
 
     @field_validator("num_devices")
@@ -111,31 +114,6 @@ class TrainConfig(_Strict):
         if value and batch and batch % value:
             raise ValueError(f"batch_size {batch} must be divisible by num_devices {value}")
         return value
-
-
-def _format_error(err: ValidationError, origin: str) -> str:
-    first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "config"
-    reason = first["msg"].removeprefix("Value error, ")
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"Training config {origin}: field '{field}' is invalid: {reason}{more}; fix it and run again."
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare word is a string
-
-
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"Override '{dotted}' goes inside '{key}', which is not a section; check the key name.")
-    node[keys[-1]] = value
 
 
 def preset_names() -> list[str]:
@@ -186,21 +164,16 @@ def load_train_config(preset: str | None = "paper", path: str | Path | None = No
             loaded = _read_toml(path)
         tree = _merge(tree, loaded)
         origin = f"file {path}"
-    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides or [])
-    for n, (key, value) in enumerate(items):
-        _set_path(tree, key, value)
-        origin = f"{origin} with overrides" if n == 0 else origin
+    if overrides:
+        try:
+            tree = apply_overrides(tree, overrides, example="epochs=10")
+        except OverrideError as exc:
+            raise ConfigError(str(exc)) from None
+        origin = f"{origin} with overrides"
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, origin)) from None
-
-
-def _split_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"Override '{text}' is not of the form key=value; write e.g. epochs=10 or data.path=/x.")
-    return key.strip(), _parse_value(value.strip())
+        raise ConfigError(first_error_sentence(err, f"Training config {origin}", "fix it and run again")) from None
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -20,11 +20,18 @@ from device.camera.folder import FolderCamera, FolderCameraConfig, list_images
 from device.camera.opencv import OpenCVCamera, OpenCVCameraConfig
 from device.camera.picamera import PiCamera, PiCameraConfig
 
-CameraConfig = Annotated[Union[PiCameraConfig, OpenCVCameraConfig, FolderCameraConfig, FakeCameraConfig],
-                         Field(discriminator="type")]
+# Config ``type`` -> (config class, implementation): the config union and open_camera() both come from this table.
+CAMERAS = {
+    "picamera2": (PiCameraConfig, PiCamera),
+    "opencv": (OpenCVCameraConfig, OpenCVCamera),
+    "folder": (FolderCameraConfig, FolderCamera),
+    "fake": (FakeCameraConfig, FakeCamera),
+}
+CameraConfig = Annotated[Union[tuple(config for config, _ in CAMERAS.values())], Field(discriminator="type")]
 _ADAPTER: TypeAdapter = TypeAdapter(CameraConfig)
+_CONFIGS = tuple(config for config, _ in CAMERAS.values())
 
-__all__ = ["Camera", "CameraConfig", "FakeCamera", "FakeCameraConfig", "FolderCamera", "FolderCameraConfig",
+__all__ = ["CAMERAS", "Camera", "CameraConfig", "FakeCamera", "FakeCameraConfig", "FolderCamera", "FolderCameraConfig",
            "Frame", "OpenCVCamera", "OpenCVCameraConfig", "PiCamera", "PiCameraConfig", "draw_fundus",
            "list_images", "open_camera"]
 
@@ -39,12 +46,6 @@ def open_camera(cfg: object, base_dir: Path | None = None) -> Camera:
     Returns:
         A Camera; nothing is opened yet, so building never fails on absent hardware.
     """
-    if not isinstance(cfg, (PiCameraConfig, OpenCVCameraConfig, FolderCameraConfig, FakeCameraConfig)):
+    if not isinstance(cfg, _CONFIGS):
         cfg = _ADAPTER.validate_python(cfg)
-    if isinstance(cfg, PiCameraConfig):
-        return PiCamera(cfg)
-    if isinstance(cfg, OpenCVCameraConfig):
-        return OpenCVCamera(cfg)
-    if isinstance(cfg, FolderCameraConfig):
-        return FolderCamera.from_config(cfg, base_dir)
-    return FakeCamera.from_config(cfg)
+    return CAMERAS[cfg.type][1].from_config(cfg, base_dir)

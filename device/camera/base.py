@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +41,11 @@ class Camera(ABC):
 
     def __init__(self) -> None:
         self._is_open = False
+
+    @classmethod
+    def from_config(cls, cfg, base_dir: Path | None = None) -> Camera:
+        """Build the camera from its config (``base_dir``: folder that relative paths in it are relative to)."""
+        return cls(cfg)
 
     @property
     def is_open(self) -> bool:

@@ -6,6 +6,7 @@ black) when none are given. ``unplug()`` / ``plug()`` simulate a camera cable pu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import cv2
@@ -85,7 +86,7 @@ class FakeCamera(Camera):
         self._count = 0
 
     @classmethod
-    def from_config(cls, cfg: FakeCameraConfig) -> "FakeCamera":
+    def from_config(cls, cfg: FakeCameraConfig, base_dir: Path | None = None) -> "FakeCamera":
         """Build from a config."""
         return cls(width=cfg.width, height=cfg.height, seed=cfg.seed)
 

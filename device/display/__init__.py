@@ -18,11 +18,17 @@ from device.display.fake import FakeDisplay, FakeDisplayConfig
 from device.display.file import FileDisplay, FileDisplayConfig
 from device.display.framebuffer import FramebufferDisplay, FramebufferDisplayConfig, encode_pixels
 
-DisplayConfig = Annotated[Union[FramebufferDisplayConfig, FileDisplayConfig, FakeDisplayConfig],
-                          Field(discriminator="type")]
+# Config ``type`` -> (config class, implementation): the config union and open_display() both come from this table.
+DISPLAYS = {
+    "framebuffer": (FramebufferDisplayConfig, FramebufferDisplay),
+    "file": (FileDisplayConfig, FileDisplay),
+    "fake": (FakeDisplayConfig, FakeDisplay),
+}
+DisplayConfig = Annotated[Union[tuple(config for config, _ in DISPLAYS.values())], Field(discriminator="type")]
 _ADAPTER: TypeAdapter = TypeAdapter(DisplayConfig)
+_CONFIGS = tuple(config for config, _ in DISPLAYS.values())
 
-__all__ = ["Display", "DisplayConfig", "FakeDisplay", "FakeDisplayConfig", "FileDisplay", "FileDisplayConfig",
+__all__ = ["DISPLAYS", "Display", "DisplayConfig", "FakeDisplay", "FakeDisplayConfig", "FileDisplay", "FileDisplayConfig",
            "FramebufferDisplay", "FramebufferDisplayConfig", "encode_pixels", "letterbox", "open_display"]
 
 
@@ -38,10 +44,6 @@ def open_display(cfg: object) -> Display:
     Raises:
         HardwareError: the framebuffer is absent or uses an unsupported pixel format (one sentence).
     """
-    if not isinstance(cfg, (FramebufferDisplayConfig, FileDisplayConfig, FakeDisplayConfig)):
+    if not isinstance(cfg, _CONFIGS):
         cfg = _ADAPTER.validate_python(cfg)
-    if isinstance(cfg, FramebufferDisplayConfig):
-        return FramebufferDisplay(cfg)
-    if isinstance(cfg, FileDisplayConfig):
-        return FileDisplay(cfg)
-    return FakeDisplay(cfg)
+    return DISPLAYS[cfg.type][1].from_config(cfg)

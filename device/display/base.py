@@ -16,6 +16,11 @@ class Display(ABC):
 
     size: tuple[int, int] = (800, 480)
 
+    @classmethod
+    def from_config(cls, cfg) -> Display:
+        """Open the display from its config."""
+        return cls(cfg)
+
     @abstractmethod
     def show(self, rgb: np.ndarray, label: str = "") -> None:
         """Show an RGB uint8 (H, W, 3) image; ``label`` names it (file sinks use it in the file name)."""

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.config import first_error_sentence
 from device.atomic import sha256_file
 from device.errors import ModelError
 from device.model.base import Prediction
@@ -94,10 +95,7 @@ def read_card(folder: Path) -> ModelCard:
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "(card)"
-        problem = "is missing" if error["type"] == "missing" else f"is invalid ({error['msg']})"
-        raise ModelError(f"The model card {path} is invalid: field '{where}' {problem}; {REEXPORT}.") from None
+        raise ModelError(first_error_sentence(exc, f"The model card {path}", REEXPORT, whole="(card)")) from None
 
 
 def _check_tensors(card: ModelCard, runtime: LiteRTRuntime, folder: Path) -> None:

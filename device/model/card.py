@@ -14,12 +14,13 @@ Usage::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from device.model.base import ModelContract
 from device.preprocess import InputNormalisation
+from device.notice import INTENDED_USE
 from device.regions import CardCAMNormalisation
 
 SCHEMA_VERSION = 1
@@ -28,12 +29,13 @@ CARD_FILE = "model.json"
 SELFTEST_FILE = "selftest.npz"
 SIGNATURE_KEY = "serving_default"  # the serving signature written by trainer export
 OUTPUT_NAMES = ("probs", "cam")  # ARCHITECTURE.md "Model contract": outputs are found by these names
-CLASS_NAMES = ("non-referable", "referable")
-PAPER_REGION_THRESHOLD = 0.65  # DESIGN.md §2.3 (Gondal et al. §3.2): threshold on the [0, 1]-normalised CAM
-NOTICE = (
-    "Research tool, not a medical device: results must not be used for diagnosis or treatment decisions; "
-    "every screening result needs review by a qualified grader."
-)
+CLASS_NAMES = ("non-referable", "referable")  # index 1 is the referable class, whose probability the unit uses
+# The network downsamples by 16 (four stride-2 max-pools, DESIGN.md §2.1): CAM cell i covers model pixels
+# 16i..16i+15, so a 512 px input gives a 32x32 CAM. Input sizes are multiples of it.
+CAM_STRIDE = 16
+# The TFLite formats `trainer export` writes and the unit runs.
+ExportFormat = Literal["float16", "int8"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
@@ -52,7 +54,8 @@ class InputSpec(_Strict):
     """The model's single input: one standardised RGB image."""
 
     name: str = Field("image", description="Input name in the serving signature.")
-    size: int = Field(ge=16, le=4096, description="Side S of the square input, pixels; a multiple of 16.")
+    size: int = Field(ge=CAM_STRIDE, le=4096, description=f"Side S of the square input, pixels; a multiple of "
+                                                          f"{CAM_STRIDE}.")
     shape: tuple[int, int, int, int] = Field(description="Tensor shape (1, S, S, 3).")
     dtype: Literal["float32", "int8", "uint8"] = Field(description="Tensor dtype inside model.tflite.")
     colour_order: Literal["RGB"] = "RGB"
@@ -63,8 +66,8 @@ class InputSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "InputSpec":
-        if self.size % 16:
-            raise ValueError(f"size must be a multiple of 16, got {self.size}")
+        if self.size % CAM_STRIDE:
+            raise ValueError(f"size must be a multiple of {CAM_STRIDE}, got {self.size}")
         if self.shape != (1, self.size, self.size, 3):
             raise ValueError(f"shape must be (1, {self.size}, {self.size}, 3), got {self.shape}")
         if (self.dtype != "float32") != (self.quantisation is not None):
@@ -138,7 +141,7 @@ class ModelCard(_Strict):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Folder name under models/.")
-    format: Literal["float16", "int8"]
+    format: ExportFormat
     file: str = MODEL_FILE
     sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of model.tflite (hex).")
     signature: str = SIGNATURE_KEY
@@ -146,10 +149,11 @@ class ModelCard(_Strict):
     outputs: tuple[OutputSpec, ...]
     class_names: tuple[str, str] = CLASS_NAMES
     cam_class: int = Field(ge=0, le=1, description="Index of the class whose CAM the 'cam' output is.")
-    cam_stride: int = Field(16, description="Model pixels per CAM cell (cell i covers 16i..16i+15).")
+    cam_stride: int = Field(CAM_STRIDE, description="Model pixels per CAM cell (cell i covers 16i..16i+15).")
     decision_threshold: float = Field(gt=0, lt=1, description="Referable when prob_referable >= this.")
     threshold: Thresholds
-    region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: 0.65).")
+    region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: "
+                                                            "device.regions.REGION_THRESHOLD).")
     region_normalisation: CardCAMNormalisation = Field(
         "max", description="How device.regions normalises the CAM before the region threshold (paper: max).")
     network: NetworkInfo | None = None
@@ -162,7 +166,7 @@ class ModelCard(_Strict):
     created: datetime
     source: str = Field(description="What was exported (checkpoint / run name), no private paths required.")
     licence: str = Field(description="Licence of the model weights and of this bundle.")
-    intended_use: str = NOTICE
+    intended_use: str = INTENDED_USE
 
     @field_validator("outputs")
     @classmethod
@@ -198,5 +202,5 @@ class ModelCard(_Strict):
 
     @property
     def cam_size(self) -> int:
-        """Side of the CAM in cells (input size / 16)."""
+        """Side of the CAM in cells (input size / ``cam_stride``)."""
         return self.input.size // self.cam_stride

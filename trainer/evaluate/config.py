@@ -7,13 +7,13 @@ report records the exact protocol it used.
 
 from __future__ import annotations
 
-import tomllib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from common.config import OverrideError, apply_overrides, first_error_sentence
 from device.errors import ConfigError
-from device.regions import REGION_THRESHOLD
+from device.regions import REGION_THRESHOLD, Normalisation
 
 # Paper §4.3: ground truth = fused expert map at >= 75 % confidence.
 GT_CONFIDENCE = 0.75
@@ -39,9 +39,10 @@ class EvaluationConfig(BaseModel):
     healthy_types: tuple[str, ...] = Field(("haemorrhages", "hard_exudates", "soft_exudates", "red_small_dots"),
                                            min_length=1, description="lesion types that make an image diseased")
     region_threshold: float = Field(REGION_THRESHOLD, gt=0.0, lt=1.0,
-                                    description="threshold on the [0, 1]-normalised CAM (paper §3.2: 0.65)")
+                                    description=f"threshold on the [0, 1]-normalised CAM (paper §3.2: "
+                                                f"{REGION_THRESHOLD})")
     connectivity: Literal[4, 8] = Field(8, description="pixel connectivity of regions and ground-truth lesions")
-    normalisation: Literal["max", "minmax", "fixed"] = Field(
+    normalisation: Normalisation = Field(
         "max", description="CAM normalisation: per-image max (paper), min-max, or `fixed_range`")
     fixed_range: tuple[float, float] = Field((0.0, 1.0), description="(low, high) CAM values for 'fixed'")
     restrict_to_fov: bool = Field(True, description="zero the CAM outside the DiaretDB1 field-of-view mask")
@@ -103,22 +104,12 @@ def load_evaluation_config(overrides: list[str] | dict[str, Any] | None = None) 
     Raises:
         ConfigError: unknown key or invalid value, one sentence naming the field.
     """
-    items: dict[str, Any] = {}
-    if isinstance(overrides, dict):
-        items = dict(overrides)
-    else:
-        for text in overrides or []:
-            key, sep, raw = text.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"The override {text!r} is not KEY=VALUE; write e.g. --set connectivity=4.")
-            try:
-                items[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                items[key.strip()] = raw.strip()
+    try:
+        items = apply_overrides({}, overrides, example="connectivity=4")
+    except OverrideError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return EvaluationConfig(**items)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise ConfigError(f"Evaluation setting {where!r} is invalid ({err['msg']}); see docs/evaluation.md for the "
-                          f"allowed values.") from None
+        raise ConfigError(first_error_sentence(exc, "Evaluation settings", "see docs/evaluation.md for the allowed "
+                                               "values")) from None

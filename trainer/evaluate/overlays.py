@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from device.model.card import CLASS_NAMES  # noqa: E402
 from device.regions import propose_regions  # noqa: E402
 from trainer.evaluate.config import EvaluationConfig  # noqa: E402
 
@@ -86,7 +87,7 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, lesion_masks: dict[str, np
                       f"({len(props.regions)} regions)", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    verdict = "" if referable is None else ("  → referable" if referable else "  → non-referable")
+    verdict = "" if referable is None else f"  → {CLASS_NAMES[int(bool(referable))]}"
     fig.suptitle(title + verdict, fontsize=10)
     handles = [Line2D([], [], color=np.array(REGION_COLOUR) / 255, lw=2, label="proposed region (white)")]
     handles += [Line2D([], [], color=np.array(c) / 255, lw=2, label=TYPE_LABELS[t]) for t, c in TYPE_COLOURS.items()]

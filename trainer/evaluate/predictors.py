@@ -175,12 +175,11 @@ def bundle_predictor(path: str | Path, num_threads: int | None = None,
                      else (float(threshold), "given on the command line"))
     card = bundle.card
     details = {"bundle": str(folder), "format": card.format, "input_size": card.input.size,
-               "runtime": bundle.runtime.backend, "source": getattr(card, "source", None)}
+               "runtime": bundle.runtime.backend, "source": card.source}
     for key in ("validation_auc_tflite", "training.best_epoch", "training.epochs_done"):
-        if isinstance(card.metrics, dict) and key in card.metrics:
+        if key in card.metrics:
             details[key.replace("training.", "")] = card.metrics[key]
-    # the card names the standardisation the model expects (older cards: the per-image one under a long name)
-    method = "local_contrast" if card.input.normalisation == "local_contrast" else "per_image"
+    method = card.input.normalisation  # the standardisation the model was trained with
     details["normalisation"] = method
     return ModelPredictor(model_fn, card.input.size, bundle.id, value, source, method,
                           {k: v for k, v in details.items() if v is not None})

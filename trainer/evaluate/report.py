@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from device.atomic import write_atomic
+from device.notice import RESEARCH_NOTICE
 from trainer.evaluate.paper import PAPER
 from trainer.evaluate.plots import TYPE_TITLES, froc_png, roc_png
 
@@ -45,7 +46,7 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
         f"# DiaretDB1 evaluation — `{model['id']}`",
         "",
         *([f"Model: {about}.", ""] if about else []),
-        "Research tool, not a medical device. Protocol: Gondal et al., ICIP 2017, §4.3 as specified in "
+        f"{RESEARCH_NOTICE}. Protocol: Gondal et al., ICIP 2017, §4.3 as specified in "
         "docs/evaluation.md; 95 % bootstrap intervals over images in brackets "
         f"({metrics['protocol']['n_bootstrap']} resamples, seed {metrics['protocol']['seed']}). "
         f"Ground truth: {metrics['dataset']['ground_truth']}. Decision threshold "

@@ -26,10 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.camera import list_images  # noqa: E402
 from device.errors import ScreeningError  # noqa: E402
 from device.model.card import EXPORT_FORMATS  # noqa: E402
-from device.imageio import load_image  # noqa: E402
+from device.imageio import list_images, load_image  # noqa: E402
 from device.pipeline import screen_frame  # noqa: E402
 from device.quality import QualityGate  # noqa: E402
 from device.records import RecordStore  # noqa: E402

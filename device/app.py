@@ -21,7 +21,8 @@ from device.camera import open_camera
 from device.config import DEMO_CONFIG, UnitConfig, load_config, resolve
 from device.display import FileDisplayConfig, open_display
 from device.errors import ModelError, ScreeningError
-from device.kiosk import Kiosk, KeyboardTrigger, KioskSummary
+from device.keyboard import KeyboardTrigger
+from device.kiosk import Kiosk, KioskSummary
 from device.model import BundleModelConfig, FakeModelConfig, open_model
 from device.records import RecordStore
 from device.screen_render import render_message

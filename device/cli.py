@@ -23,9 +23,12 @@ def cli() -> None:
 @click.option("--size", default=512, show_default=True, type=click.IntRange(32, 2048), help="Model input size in pixels.")
 def preprocess_cmd(images: tuple[str, ...], out_dir: str, size: int) -> None:
     """Crop IMAGES to the field of view and write each crop with its FOV outline (PNG)."""
-    from device.preprocess_cli import preprocess_files
+    from device.preprocess_files import preprocess_paths
 
-    failures = preprocess_files(list(images), out_dir, size)
+    failures = 0
+    for path, ok, line in preprocess_paths(list(images), out_dir, size):
+        failures += not ok
+        click.echo(f"{path}: {line}", err=not ok)
     sys.exit(1 if failures else 0)
 
 

@@ -1,4 +1,4 @@
-"""Reading fundus photographs into RGB uint8 arrays, with one-sentence errors for bad files.
+"""Reading fundus photographs into RGB uint8 arrays, with one-sentence errors for bad files; listing image files.
 
 Pixels are decoded with OpenCV (8/16-bit, grey, RGB, RGBA; JPEG, PNG, TIFF); the EXIF orientation tag is read
 with Pillow (header only) and applied here, because OpenCV's ``IMREAD_UNCHANGED`` ignores it.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -22,6 +23,27 @@ JPEG_EOI = b"\xff\xd9"
 JPEG_EOI_SEARCH_BYTES = 65536
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND"
+# Extensions a folder of photographs is searched for (what OpenCV/Pillow read on every platform).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+def list_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders into a sorted list of image files.
+
+    Args:
+        paths: image files and/or folders (folders are not searched recursively).
+
+    Returns:
+        Image paths: each folder's images sorted by name, in argument order; files are kept as given even when
+        their extension is unusual (reading them decides).
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file()))
+        else:
+            out.append(p)
+    return out
 
 
 def load_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ from device.model.base import ScreeningModel
 from device.preprocess import CropGeometry, preprocess
 from device.quality import QualityGate
 from device.regions import propose_regions
-from device.result import Region, ScreeningResult, Verdict
+from device.result import RegionBox, ScreeningResult, Verdict
 
 # Regions smaller than this many model pixels are CAM noise, not lesion candidates (a 2x2 patch at 512 px).
 MIN_REGION_AREA_PX = 4
@@ -103,13 +103,13 @@ def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
     proposals = propose_regions(np.asarray(prediction.cam, np.float32), size=(size, size),
                                 threshold=contract.region_threshold, normalisation=contract.region_normalisation,
                                 mask=pre.fov_mask, min_area=MIN_REGION_AREA_PX)
-    regions: tuple[Region, ...] = ()
+    regions: tuple[RegionBox, ...] = ()
     if verdict is Verdict.REFERABLE:
         boxes = []
         for r in proposals.regions[:MAX_REGIONS]:
             x, y, w, h = pre.geometry.box_to_original(r.x, r.y, r.w, r.h)
             area = int(round(r.area / pre.geometry.scale ** 2))
-            boxes.append(Region(x, y, w, h, float(r.score), area))
+            boxes.append(RegionBox(x, y, w, h, float(r.score), area))
         regions = tuple(boxes)
     heat = HeatOverlay(proposals.heat, pre.geometry)
     timings["regions"] = _ms(t)

@@ -42,8 +42,8 @@ CARD_CAM_NORMALISATIONS: tuple[str, ...] = get_args(CardCAMNormalisation)
 
 
 @dataclass(frozen=True)
-class Region:
-    """One region proposal, in the pixel grid of the map it was extracted from.
+class RegionProposal:
+    """One region proposal P_i, in the pixel grid of the map it was extracted from (model pixels on the unit).
 
     Attributes:
         x, y: top-left corner of the bounding box (pixels; x = column, y = row).
@@ -77,7 +77,7 @@ class RegionProposals:
         bounds: (low, high) CAM values that the normalisation maps to 0 and 1.
     """
 
-    regions: tuple[Region, ...]
+    regions: tuple[RegionProposal, ...]
     labels: np.ndarray = field(repr=False)
     _normalised: np.ndarray | None = field(repr=False, compare=False)
     threshold: float = REGION_THRESHOLD
@@ -94,7 +94,7 @@ class RegionProposals:
             return np.zeros_like(self._raw)
         return np.clip((self._raw - np.float32(low)) * np.float32(1.0 / (high - low)), 0.0, 1.0)
 
-    def mask(self, region: Region) -> np.ndarray:
+    def mask(self, region: RegionProposal) -> np.ndarray:
         """Boolean mask (H, W) of one region."""
         return region.mask(self.labels)
 
@@ -219,7 +219,7 @@ def _label(heat: np.ndarray, low: float, high: float, threshold: float, connecti
             continue
         peak = float(heat[y:y + h, x:x + w][inside].max())
         score = 0.0 if flat else min(1.0, max(0.0, (peak - low) * scale))
-        regions.append(Region(x=x, y=y, w=w, h=h, area=area, score=score, label=i))
+        regions.append(RegionProposal(x=x, y=y, w=w, h=h, area=area, score=score, label=i))
     regions.sort(key=lambda r: (-r.score, -r.area))
     return RegionProposals(tuple(regions), labels, normalised, threshold, (low, high), heat)
 

@@ -37,13 +37,15 @@ class Verdict(str, Enum):
 
 
 @dataclass(frozen=True)
-class Region:
-    """A candidate lesion region in ORIGINAL-photograph pixels.
+class RegionBox:
+    """A candidate lesion region as a box on the ORIGINAL photograph (what the screen draws and the records keep).
+
+    Built by ``device.pipeline`` from a ``device.regions.RegionProposal`` in model pixels.
 
     Attributes:
         x, y: top-left corner (pixels, column and row).
         w, h: width and height (pixels).
-        score: the mean normalised CAM activation inside the region, 0..1.
+        score: the maximum of the normalised CAM inside the region, 0..1 (the paper's S_i).
         area: pixels inside the region's connected component (original pixels; 0 when unknown).
     """
 
@@ -101,7 +103,7 @@ class ScreeningResult:
     verdict: Verdict
     probability: float | None
     quality: QualityReport
-    regions: tuple[Region, ...]
+    regions: tuple[RegionBox, ...]
     model_id: str
     timings_ms: Mapping[str, float]
     heatmap: object | None = field(default=None, repr=False, compare=False)

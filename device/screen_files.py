@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from device.camera import list_images
 from device.errors import ImageError
-from device.imageio import load_image
+from device.imageio import list_images, load_image
 from device.model import BundleModelConfig, FakeModelConfig, open_model
 from device.pipeline import screen_frame
 from device.quality import QualityConfig, QualityGate

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from device.camera import (FakeCamera, FolderCamera, OpenCVCamera, OpenCVCameraConfig, PiCamera, draw_fundus,
-                           list_images, open_camera)
+                           open_camera)
 from device.errors import HardwareError, ImageReadError
+from device.imageio import list_images
 
 
 def _write(path, rgb):

@@ -157,3 +157,17 @@ def test_kiosk_command_keyboard_session_and_sigterm(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "0 photographs" in out and "Traceback" not in err
+
+
+def test_preprocess_writes_outlined_crops_and_reports_bad_files(tmp_path):
+    photo = tmp_path / "eye.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(draw_fundus(3, 640, 480), cv2.COLOR_RGB2BGR))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "crops"
+    res = CliRunner().invoke(cli, ["preprocess", str(photo), str(bad), "--out", str(out), "--size", "128"])
+    assert res.exit_code == 1
+    assert f"{photo}: FOV centre (" in res.output and f"-> {out / 'eye_crop.png'}" in res.output
+    assert f"{bad}: " in res.output  # the unreadable file gets its sentence, the good one is still written
+    crop = cv2.imread(str(out / "eye_crop.png"))
+    assert crop.shape == (128, 128, 3) and (crop[..., 1] == 255).any()  # the green FOV outline is drawn

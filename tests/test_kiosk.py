@@ -12,7 +12,8 @@ from device.camera import FakeCamera, draw_fundus
 from device.config import parse_config
 from device.display import FakeDisplay, FakeDisplayConfig
 from device.errors import ModelError
-from device.kiosk import Kiosk, KeyboardTrigger
+from device.keyboard import KeyboardTrigger
+from device.kiosk import Kiosk
 from device.model import FakeModel
 from device.records import RecordStore
 from firmware_bridge.fake import FakeLink

@@ -16,7 +16,7 @@ from pydantic import Field, TypeAdapter
 
 from device.camera.base import Camera, Frame
 from device.camera.fake import FakeCamera, FakeCameraConfig, draw_fundus
-from device.camera.folder import FolderCamera, FolderCameraConfig, list_images
+from device.camera.folder import FolderCamera, FolderCameraConfig
 from device.camera.opencv import OpenCVCamera, OpenCVCameraConfig
 from device.camera.picamera import PiCamera, PiCameraConfig
 
@@ -33,7 +33,7 @@ _CONFIGS = tuple(config for config, _ in CAMERAS.values())
 
 __all__ = ["CAMERAS", "Camera", "CameraConfig", "FakeCamera", "FakeCameraConfig", "FolderCamera", "FolderCameraConfig",
            "Frame", "OpenCVCamera", "OpenCVCameraConfig", "PiCamera", "PiCameraConfig", "draw_fundus",
-           "list_images", "open_camera"]
+           "open_camera"]
 
 
 def open_camera(cfg: object, base_dir: Path | None = None) -> Camera:

@@ -12,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.camera.base import Camera, Frame
 from device.errors import HardwareError, ImageReadError
-
-# Extensions the folder source picks up (what OpenCV/Pillow read on every platform).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+from device.imageio import list_images, load_image
 
 
 class FolderCameraConfig(BaseModel):
@@ -25,25 +23,6 @@ class FolderCameraConfig(BaseModel):
     path: str = Field(..., description="folder of images (sorted by name), or one image file; relative paths are "
                                        "relative to the config file")
     loop: bool = Field(True, description="start again at the first image after the last one")
-
-
-def list_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders into a sorted list of image files.
-
-    Args:
-        paths: image files and/or folders (folders are not searched recursively).
-
-    Returns:
-        Image paths: each folder's images sorted by name, in argument order; files are kept as given even when
-        their extension is unusual (reading them decides).
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file()))
-        else:
-            out.append(p)
-    return out
 
 
 class FolderCamera(Camera):
@@ -74,8 +53,6 @@ class FolderCamera(Camera):
             raise HardwareError(f"No images found in {where}: put JPEG or PNG photographs there or fix the path.")
 
     def _grab(self) -> Frame:
-        from device.imageio import load_image
-
         if self._next >= len(self.files):
             if not self.loop:
                 raise HardwareError("The image folder has no more photographs: add images or enable looping.")

@@ -1,10 +1,16 @@
-"""The ``python -m device preprocess`` command: crop photographs to their FOV and draw the FOV outline."""
+"""``python -m device preprocess``: crop photographs to their FOV and draw the FOV outline, one line per file.
+
+One unreadable file never stops the others (like ``device.screen_files`` for ``screen``).
+
+    for path, ok, line in preprocess_paths(["photo.jpg"], "crops/", size=512):
+        print(path, line)     # "FOV centre (x, y) radius r px; crop x0=.. y0=.. side=.. -> crops/photo_crop.png"
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 
@@ -22,32 +28,28 @@ def outline_crop(pre: PreprocessedImage) -> np.ndarray:
     return out
 
 
-def preprocess_files(paths: list[str], out_dir: str | Path, size: int) -> list[tuple[str, str]]:
-    """Preprocess each file, write ``<stem>_crop.png`` with its FOV outline, and report failures.
+def preprocess_paths(paths: Sequence[str], out_dir: str | Path, size: int) -> Iterator[tuple[str, bool, str]]:
+    """Preprocess each file and write ``<stem>_crop.png`` with its FOV outline.
 
     Args:
         paths: photograph files.
         out_dir: output folder (created).
         size: model input size in pixels.
 
-    Returns:
-        (path, one-sentence reason) for every file that could not be preprocessed; the others are written.
+    Yields:
+        ``(path, ok, line)`` per file: ``ok`` False with the one-sentence reason when the file could not be
+        preprocessed, else the FOV found and the crop written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    failures = []
     for path in paths:
         try:
             pre = preprocess_file(path, size=size)
         except ImageError as exc:
-            failures.append((path, str(exc)))
-            click.echo(f"{path}: {exc}", err=True)
+            yield path, False, str(exc)
             continue
         target = out / f"{Path(path).stem}_crop.png"
         cv2.imwrite(str(target), cv2.cvtColor(outline_crop(pre), cv2.COLOR_RGB2BGR))
         g, f = pre.geometry, pre.fov
-        click.echo(
-            f"{path}: FOV centre ({f.cx:.0f}, {f.cy:.0f}) radius {f.radius:.0f} px{' (clipped)' if f.clipped else ''}; "
-            f"crop x0={g.x0} y0={g.y0} side={g.side} -> {target}"
-        )
-    return failures
+        yield path, True, (f"FOV centre ({f.cx:.0f}, {f.cy:.0f}) radius {f.radius:.0f} px"
+                           f"{' (clipped)' if f.clipped else ''}; crop x0={g.x0} y0={g.y0} side={g.side} -> {target}")

@@ -98,7 +98,7 @@ def _convert(size: int, width: float, folder: Path) -> dict:
     """Random-weight network of this architecture -> float16 and int8 .tflite paths, and its float32 bytes."""
     import keras
 
-    from trainer.convert import convert_to_tflite
+    from trainer.export.convert import convert_to_tflite
     from trainer.model import build_cam_model
 
     keras.utils.set_random_seed(0)

@@ -5,9 +5,9 @@ Run: ``python bench/bench_prepare.py [--n 40] [--height 1024] [--workers 2] [--k
 Measured on synthetic Kaggle-layout photographs (so it runs anywhere) and, when present, on the 10 original
 Kaggle photographs in ../shared/data/eyepacs_kaggle_sample (real 5-16 MP JPEGs). Prints one table: images/s per
 core for preprocessing into the cache, for reading the cache, and for reading + ``standardise`` (the CPU work of
-the training input pipeline, ``trainer.input_pipeline.BatchSequence``), with the ratio to the target of
+the training input pipeline, ``trainer.training.input_pipeline.BatchSequence``), with the ratio to the target of
 >= 1,000 images/s on a 16-core server (DESIGN.md §5, issue 3), i.e. 62.5 images/s per core. A second table
-compares the cache codec with the alternatives on the same crops (the measurement behind trainer/cache.py).
+compares the cache codec with the alternatives on the same crops (the measurement behind trainer/data/cache.py).
 Rates per core are images per CPU-second (this process's threads plus the worker processes), so they hold on a
 busy shared machine; the wall-clock rate is printed beside them. Reads hit the page cache (the files were just
 written): this is the CPU cost; disk bandwidth comes on top.
@@ -31,8 +31,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from device.preprocess import standardise  # noqa: E402
-from trainer.cache import TrainingCache, decode_entry, encode_entry  # noqa: E402
-from trainer.prepare import PrepareConfig, prepare  # noqa: E402
+from trainer.data.cache import TrainingCache, decode_entry, encode_entry  # noqa: E402
+from trainer.data.prepare import PrepareConfig, prepare  # noqa: E402
 from trainer.synthetic.writers import write_kaggle_folder  # noqa: E402
 
 SERVER_TARGET_IMAGES_PER_S = 1000.0  # issue 3: a 16-core GPU server reads the cache at >= 1,000 images/s

@@ -9,9 +9,9 @@ SGD momentum, class-weighted loss):
 
 - ``model-only``: one pre-standardised batch already in memory, no augmentation: the ceiling;
 - ``e2e, aug on device``: what ``train`` does: cached uint8 crops + FOV masks -> ``standardise`` in background
-  threads (``trainer.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
+  threads (``trainer.training.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
 - ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead
-  (``trainer.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"`` follows
+  (``trainer.training.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"`` follows
   this measurement.
 
 The crops are synthetic discs (throughput does not depend on the pixels). Reported: images/s over the timed steps
@@ -51,8 +51,8 @@ def _crops(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 def _sequences(size: int, batch: int, steps: int, workers: int):
     import keras
 
-    from trainer.augment import augment_batch
-    from trainer.input_pipeline import BatchSequence, ImageSet
+    from trainer.training.augment import augment_batch
+    from trainer.training.input_pipeline import BatchSequence, ImageSet
 
     rgb, masks = _crops(POOL_IMAGES, size)
     n = batch * steps
@@ -114,9 +114,9 @@ def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, wor
     """Median (images/s wall-clock, images per CPU-second) of the three variants at one input size."""
     import keras
 
-    from trainer.distribute import setup_runtime
-    from trainer.train import build_training
-    from trainer.train_config import load_train_config
+    from trainer.training.distribute import setup_runtime
+    from trainer.training.train import build_training
+    from trainer.training.config import load_train_config
 
     cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
                                                 "jit_compile": jit})

@@ -51,7 +51,7 @@ def export_untrained(size: int, fmt: str, out_root: Path) -> Path:
             return folder
         except ModelError:  # exported under an older card schema: export again
             pass
-    from trainer.export import ExportOptions, export_bundle
+    from trainer.export.bundle import ExportOptions, export_bundle
     from trainer.model import build_cam_model
 
     model = build_cam_model(input_size=size, width=1.0)

@@ -23,7 +23,7 @@ FAST = dict(calibration_images=24, held_out_images=40, selftest_images=2)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from trainer.export import ExportOptions, export_bundle, set_default_model
+    from trainer.export.bundle import ExportOptions, export_bundle, set_default_model
 
     model, _ = tiny_cam_model()
     root = tmp_path_factory.mktemp("models")
@@ -39,8 +39,8 @@ def copy_bundle(exported, fmt, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["float16", "int8"])
 def test_round_trip_matches_keras(exported, fmt):
-    from trainer.parity import AUC_DIFF_MAX, CAM_CORR_MEDIAN_MIN
-    from trainer.representative import synthetic_images
+    from trainer.export.parity import AUC_DIFF_MAX, CAM_CORR_MEDIAN_MIN
+    from trainer.export.representative import synthetic_images
 
     model, root, results = exported
     report = results[fmt].report
@@ -95,7 +95,7 @@ def test_rehashed_foreign_model_fails_the_selftest(exported, tmp_path):
     """A model swapped in with a matching hash (e.g. the wrong format copied over) is caught by the self-test."""
     from device.atomic import sha256_file
 
-    from trainer.convert import convert_to_tflite
+    from trainer.export.convert import convert_to_tflite
     from trainer.model import build_cam_model
 
     folder = copy_bundle(exported, "float16", tmp_path)
@@ -120,11 +120,11 @@ def test_altered_selftest_file_is_refused(exported, tmp_path):
 
 
 def test_parity_failure_writes_the_report_and_refuses(exported, tmp_path, monkeypatch):
-    import trainer.parity
-    from trainer.convert import ExportError
-    from trainer.export import ExportOptions, export_bundle
+    import trainer.export.parity
+    from trainer.export.convert import ExportError
+    from trainer.export.bundle import ExportOptions, export_bundle
 
-    monkeypatch.setattr(trainer.parity, "CAM_CORR_MEDIAN_MIN", 1.01)  # no model can meet it
+    monkeypatch.setattr(trainer.export.parity, "CAM_CORR_MEDIAN_MIN", 1.01)  # no model can meet it
     options = ExportOptions(format="float16", model_id="strict", out_root=tmp_path,
                             **{**FAST, "held_out_images": 8, "selftest_images": 1})
     with pytest.raises(ExportError, match=r"misses the parity tolerances \(median CAM correlation is .* \(limit "
@@ -142,7 +142,7 @@ def test_flex_op_is_refused_with_the_op_name():
     import keras
     import tensorflow as tf
 
-    from trainer.convert import ExportError, convert_to_tflite
+    from trainer.export.convert import ExportError, convert_to_tflite
 
     image = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Lambda(lambda t: tf.math.erfinv(tf.tanh(t) * 0.5))(image)

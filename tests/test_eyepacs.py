@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trainer.data.eyepacs import DatasetError, EyePACSDataset, EyePACSImage, read_labels, split_by_patient
-from trainer.prepare import choose_subset
+from trainer.data.prepare import choose_subset
 
 
 def _touch_images(folder: Path, ids: list[str], suffix: str = ".jpeg") -> None:

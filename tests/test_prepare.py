@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from device.imageio import load_image
 from device.preprocess import preprocess
-from trainer.cache import MANIFEST, CacheError, TrainingCache, decode_entry, encode_entry
+from trainer.data.cache import MANIFEST, CacheError, TrainingCache, decode_entry, encode_entry
 from trainer.cli import cli
 from trainer.data.eyepacs import DatasetError
-from trainer.prepare import PrepareConfig, prepare
+from trainer.data.prepare import PrepareConfig, prepare
 from trainer.synthetic.writers import write_kaggle_folder
 
 SIZE = 128  # cache size for the fast tests; the code path is the same as at 512

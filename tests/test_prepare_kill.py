@@ -15,8 +15,8 @@ import pytest
 
 from device.imageio import load_image
 from device.preprocess import preprocess
-from trainer.cache import JOURNAL, MANIFEST, CacheError, TrainingCache
-from trainer.prepare import PrepareConfig, prepare
+from trainer.data.cache import JOURNAL, MANIFEST, CacheError, TrainingCache
+from trainer.data.prepare import PrepareConfig, prepare
 from trainer.synthetic.writers import write_kaggle_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cache import TrainingCache
-from trainer.prepare import PrepareConfig, prepare
+from trainer.data.cache import TrainingCache
+from trainer.data.prepare import PrepareConfig, prepare
 
 EYEPACS_256_SUBSET = 300  # images (whole patients); the full 1,800 run is timed by hand (docs/datasets.md)
 # A square crop around a full disc has pi/4 = 0.785 of its pixels in the FOV; clipped discs have less.

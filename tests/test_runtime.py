@@ -1,4 +1,4 @@
-"""The unit's LiteRT adapter (device/model/runtime.py) on tiny models converted by trainer/convert.py."""
+"""The unit's LiteRT adapter (device/model/runtime.py) on tiny models converted by trainer/export/convert.py."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def tiny_cam_model(size: int = SIZE, seed: int = 0):
     import keras
 
     from trainer.model import build_cam_model, feature_model
-    from trainer.representative import synthetic_images
+    from trainer.export.representative import synthetic_images
 
     keras.utils.set_random_seed(seed)
     model = build_cam_model(size, width=1 / 16, l2=0.0)
@@ -45,7 +45,7 @@ def tiny_cam_model(size: int = SIZE, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def converted():
-    from trainer.convert import convert_to_tflite
+    from trainer.export.convert import convert_to_tflite
 
     model, images = tiny_cam_model()
     keras_out = model.predict(images, verbose=0)

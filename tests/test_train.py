@@ -11,8 +11,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from device.errors import ConfigError  # noqa: E402
-from trainer.train import augment_placement, load_run_model, train, validate_run  # noqa: E402
-from trainer.train_config import load_train_config  # noqa: E402
+from trainer.training.train import augment_placement, load_run_model, train, validate_run  # noqa: E402
+from trainer.training.config import load_train_config  # noqa: E402
 
 RUN_FILES = ("config.json", "version.json", "data.json", "history.csv", "history.json", "curves.png", "roc.png",
              "val_predictions.csv", "summary.json", "best.weights.h5", "last.weights.h5", "checkpoint.npz")
@@ -72,7 +72,7 @@ def test_best_model_loads_with_the_cam_contract_and_reproduces_the_validation_pr
     run_dir, summary, _ = tf_run
     model = load_run_model(run_dir)
     assert tuple(model.output["probs"].shape) == (None, 2) and tuple(model.output["cam"].shape) == (None, 2, 2)
-    from trainer.input_pipeline import BatchSequence, load_images
+    from trainer.training.input_pipeline import BatchSequence, load_images
 
     cfg = load_train_config(preset=None, path=run_dir / "config.json")
     images = load_images(cfg.data, cfg.input_size)

@@ -17,13 +17,13 @@ pytest.importorskip("keras")
 pytest.importorskip("jax")
 
 from tests.test_train import synthetic_kaggle, tf_run  # noqa: E402,F401  (session fixtures)
-from trainer.train import load_run_model  # noqa: E402
+from trainer.training.train import load_run_model  # noqa: E402
 
 JAX_RUN = textwrap.dedent("""
     import sys
     import numpy as np
-    from trainer.train import load_run_model, train
-    from trainer.train_config import load_train_config
+    from trainer.training.train import load_run_model, train
+    from trainer.training.config import load_train_config
 
     data, tf_run, jax_run, x_path, out = sys.argv[1:]
     cfg = load_train_config("tiny", overrides={"data.path": data, "epochs": 1, "distribution": "data_parallel",
@@ -39,8 +39,8 @@ JAX_RUN = textwrap.dedent("""
 
 TF_DATA_PARALLEL_RUN = textwrap.dedent("""
     import sys
-    from trainer.train import train
-    from trainer.train_config import load_train_config
+    from trainer.training.train import train
+    from trainer.training.config import load_train_config
 
     cfg = load_train_config("tiny", overrides={"data.path": sys.argv[1], "epochs": 1, "distribution": "data_parallel",
                                                "num_devices": 2})

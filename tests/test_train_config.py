@@ -7,7 +7,7 @@ import json
 import pytest
 
 from device.errors import ConfigError
-from trainer.train_config import TrainConfig, load_train_config, preset_names
+from trainer.training.config import TrainConfig, load_train_config, preset_names
 
 
 def test_paper_preset_is_exactly_the_recipe_of_design_2_2():

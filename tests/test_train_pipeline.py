@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from trainer.augment import FundusAugment, augment_batch  # noqa: E402
-from trainer.input_pipeline import BatchSequence, ImageSet, class_weights  # noqa: E402
+from trainer.training.augment import FundusAugment, augment_batch  # noqa: E402
+from trainer.training.input_pipeline import BatchSequence, ImageSet, class_weights  # noqa: E402
 
 SIZE = 32
 

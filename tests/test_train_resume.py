@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("keras")
 
 from tests.test_train import synthetic_kaggle  # noqa: E402,F401  (session fixture)
-from trainer.checkpoint import TrainingCheckpoint  # noqa: E402
+from trainer.training.checkpoint import TrainingCheckpoint  # noqa: E402
 
 EPOCHS, KILL_EPOCH, KILL_BATCH = 4, 2, 1  # killed after batch 1 of the third epoch (0-based epoch 2)
 STEPS = 3  # tiny preset: 12 training images, batch 4
@@ -23,8 +23,8 @@ STEPS = 3  # tiny preset: 12 training images, batch 4
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     import keras
-    from trainer.train import train
-    from trainer.train_config import load_train_config
+    from trainer.training.train import train
+    from trainer.training.config import load_train_config
 
     class KillMidEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

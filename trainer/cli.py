@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from device.model.card import EXPORT_FORMATS
@@ -31,7 +33,7 @@ def prepare_cmd(source: str, out: str, size: int, workers: int, labels: str | No
                 referable_level: int, val_fraction: float, seed: int, limit: int | None, quiet: bool) -> None:
     """Preprocess the EyePACS folder SOURCE once into a resumable training cache (see docs/datasets.md)."""
     from device.errors import ScreeningError
-    from trainer.prepare import PrepareConfig, prepare, print_summary
+    from trainer.data.prepare import PrepareConfig, prepare, print_summary
 
     config = PrepareConfig(source=source, out=out, size=size, workers=workers, labels=labels, images_dir=images_dir,
                            referable_level=referable_level, val_fraction=val_fraction, seed=seed, limit=limit,
@@ -53,11 +55,11 @@ def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], 
               resume_dir: str | None, check_config: bool) -> None:
     """Train the CAM network (see docs/training.md); a checkpoint every epoch, --resume after a crash."""
     from device.errors import ScreeningError
-    from trainer.train_config import load_train_config
+    from trainer.training.config import load_train_config
 
     try:
         if resume_dir:
-            from trainer.train import load_run_config
+            from trainer.training.train import load_run_config
 
             config = load_run_config(resume_dir)
         else:
@@ -65,7 +67,7 @@ def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], 
         if check_config:
             click.echo(config.model_dump_json(indent=2))
             return
-        from trainer.train import train
+        from trainer.training.train import train
 
         summary = train(config, resume_dir or run_dir or f"runs/{config.name}", resume=bool(resume_dir))
     except ScreeningError as exc:
@@ -117,14 +119,22 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
                calibration_images: int, held_out_images: int, threshold_method: str, target_sensitivity: float,
                region_threshold: float, metrics_file: str | None, set_default: bool, force: bool) -> None:
     """Export a run folder (or .keras file) SOURCE to checked TFLite bundles (see docs/export.md)."""
+    from pydantic import ValidationError
+
+    from common.config import first_error_sentence
     from device.errors import ScreeningError
-    from trainer.export_run import export_run
+    from trainer.export.bundle import ExportOptions
+    from trainer.export.run import export_run
 
     try:
-        summary = export_run(source, formats, model_id, out_root, data, which, metrics_file, set_default,
-                             calibration_images=calibration_images, held_out_images=held_out_images,
-                             threshold_method=threshold_method, target_sensitivity=target_sensitivity,
-                             region_threshold=region_threshold, force=force)
+        options = ExportOptions(model_id=model_id, out_root=Path(out_root), calibration_images=calibration_images,
+                                held_out_images=held_out_images, threshold_method=threshold_method,
+                                target_sensitivity=target_sensitivity, region_threshold=region_threshold, force=force)
+    except ValidationError as exc:
+        raise click.ClickException(first_error_sentence(exc, "Export options", "fix the flag")) from None
+    try:
+        summary = export_run(source, formats, options, data=data, which=which, metrics_file=metrics_file,
+                             set_default=set_default)
     except ScreeningError as exc:
         raise click.ClickException(str(exc)) from exc
     for result in summary.results:

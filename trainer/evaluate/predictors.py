@@ -92,7 +92,7 @@ def run_threshold(run_dir: str | Path) -> tuple[float, str]:
     """
     import csv
 
-    from trainer.parity import choose_threshold
+    from trainer.evaluate.threshold import choose_threshold
 
     path = Path(run_dir) / "val_predictions.csv"
     if not path.is_file():
@@ -110,14 +110,14 @@ def run_threshold(run_dir: str | Path) -> tuple[float, str]:
 
 def keras_run_predictor(run_dir: str | Path, which: str = "best",
                         threshold: float | str = "auto") -> ModelPredictor:
-    """A training run folder's model (``trainer.train.load_run_model``) as a predictor.
+    """A training run folder's model (``trainer.training.train.load_run_model``) as a predictor.
 
     Args:
         run_dir: ``runs/<name>`` written by ``python -m trainer train``.
         which: ``"best"`` (best validation AUC) or ``"last"`` weights.
         threshold: ``"auto"`` (:func:`run_threshold`) or a number in (0, 1).
     """
-    from trainer.train import load_run_config, load_run_model  # imports Keras: only when a Keras model is used
+    from trainer.training.train import load_run_config, load_run_model  # imports Keras: only when a Keras model is used
 
     cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, which)

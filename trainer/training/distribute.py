@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import keras
 
 from device.errors import ConfigError
-from trainer.train_config import TrainConfig
+from trainer.training.config import TrainConfig
 
 
 @dataclass

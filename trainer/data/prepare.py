@@ -1,4 +1,4 @@
-"""``python -m trainer prepare``: preprocess an EyePACS folder once into a training cache (see trainer/cache.py).
+"""``python -m trainer prepare``: preprocess an EyePACS folder once into a training cache (see trainer/data/cache.py).
 
 Parallel over cores (one process per worker), a tqdm progress bar with ETA, resumable: every finished image is
 one atomically written cache file plus one journal line, so a re-run (also after SIGKILL or power loss) skips the
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.atomic import sha256_file, write_atomic
 from device.errors import ScreeningError
-from trainer.cache import (
+from trainer.data.cache import (
     CACHE_FORMAT, CODEC, JOURNAL, MANIFEST, SHARDS, SKIPPED_CSV, STATE, TrainingCache,
     encode_entry, preprocess_version, shard_path,
 )

@@ -3,7 +3,7 @@
 Every field documents its unit and limits; unknown keys are rejected. ``load_train_config`` turns any problem into
 one :class:`device.errors.ConfigError` sentence naming the field and the reason, before any work starts.
 
-Presets live in ``trainer/presets/<name>.toml``: ``paper`` is exactly the recipe of DESIGN.md §2.2 and must stay
+Presets live in ``trainer/training/presets/<name>.toml``: ``paper`` is exactly the recipe of DESIGN.md §2.2 and must stay
 so; ``improved`` collects the changes measured to help on small data; ``tiny`` is for tests and smoke runs.
 """
 
@@ -117,7 +117,7 @@ class TrainConfig(_Strict):
 
 
 def preset_names() -> list[str]:
-    """Names of the packaged presets (``trainer/presets/*.toml``)."""
+    """Names of the packaged presets (``trainer/training/presets/*.toml``)."""
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 

@@ -11,9 +11,9 @@
       roc.png              validation ROC curve of the best epoch, AUC in the legend
       val_predictions.csv  image id, label, probability of the best epoch (for the evaluation step)
       summary.json         best validation AUC/epoch, ROC points, epochs done, timings
-      best.weights.h5      CAM-model weights of the best epoch (trainer.train.load_run_model)
+      best.weights.h5      CAM-model weights of the best epoch (trainer.training.train.load_run_model)
       last.weights.h5      CAM-model weights of the last finished epoch
-      checkpoint.npz       full training state for --resume (trainer.checkpoint)
+      checkpoint.npz       full training state for --resume (trainer.training.checkpoint)
       tensorboard/         TensorBoard logs (TensorFlow backend)
 """
 
@@ -36,7 +36,7 @@ HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds")
 
 def code_version(repo: Path | None = None) -> str:
     """``git describe --always --dirty`` of the source tree, or ``unknown`` outside a git checkout."""
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = repo or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=repo, capture_output=True, text=True,
                              timeout=10, check=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer.checkpoint import TrainingCheckpoint, fsync_dir
-from trainer.run_folder import RunFolder
+from trainer.training.checkpoint import TrainingCheckpoint, fsync_dir
+from trainer.training.run_folder import RunFolder
 
 BEST_WEIGHTS = "best.weights.h5"
 LAST_WEIGHTS = "last.weights.h5"

@@ -1,7 +1,7 @@
 """Input pipeline: labelled crops from a training cache or an image folder -> standardised, class-weighted batches.
 
 Backend-neutral (numpy + OpenCV in background threads through ``keras.utils.PyDataset``), so the same code feeds
-TensorFlow and JAX. Augmentation is not done here but on the accelerator (:mod:`trainer.augment`). The shuffle
+TensorFlow and JAX. Augmentation is not done here but on the accelerator (:mod:`trainer.training.augment`). The shuffle
 order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the batches the killed run would have.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from device.errors import ConfigError, ImageError
 from device.imageio import load_image
 from device.preprocess import preprocess, standardise
-from trainer.augment import augment_batch
-from trainer.train_config import DataConfig
+from trainer.training.augment import augment_batch
+from trainer.training.config import DataConfig
 
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (uint8 (n,S,S,3), bool (n,S,S))
 
@@ -109,7 +109,7 @@ def load_folder(cfg: DataConfig, size: int, workers: int = 2) -> ImageSet:
 
 def load_cache(cfg: DataConfig, size: int) -> ImageSet:
     """Open a training cache built by ``python -m trainer prepare`` (its own split and crop size)."""
-    from trainer.cache import TrainingCache
+    from trainer.data.cache import TrainingCache
 
     cache = TrainingCache.open(cfg.path)
     if cache.size != size:
@@ -164,7 +164,7 @@ class BatchSequence(keras.utils.PyDataset):
         workers: background threads (0 = in the training loop).
         first_epoch: epoch whose shuffle order is served first (a resumed run starts where it stopped).
         hflip: serve the images flipped left-right (flip test-time augmentation).
-        augment: keyword arguments of :func:`trainer.augment.augment_batch` to augment in the pipeline, or None.
+        augment: keyword arguments of :func:`trainer.training.augment.augment_batch` to augment in the pipeline, or None.
     """
 
     def __init__(self, images: ImageSet, indices: np.ndarray, batch_size: int, normalisation: str = "per_image",

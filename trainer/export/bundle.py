@@ -34,10 +34,11 @@ from device.regions import REGION_THRESHOLD, CardCAMNormalisation
 from device.model.runtime import LiteRTRuntime, TensorSpec
 from device.atomic import write_atomic
 from device.notice import RESEARCH_NOTICE
-from trainer.convert import ExportError, convert_to_tflite
-from trainer.parity import choose_threshold, parity_report, write_report
-from trainer.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
-from trainer.run_folder import code_version
+from trainer.export.convert import ExportError, convert_to_tflite
+from trainer.evaluate.threshold import choose_threshold
+from trainer.export.parity import parity_report, write_report
+from trainer.export.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
+from trainer.training.run_folder import code_version
 
 # Self-test tolerances (max |probability difference|, min CAM Pearson correlation). float16: the same flatbuffer on
 # another CPU differs by float rounding only; int8: other kernels (tflite-runtime's instead of LiteRT's XNNPACK)
@@ -50,12 +51,17 @@ KERAS_BATCH = 16
 
 
 class ExportOptions(BaseModel):
-    """Options of one export (CLI flags map one to one)."""
+    """Options of one export; ``trainer export`` builds them from its flags (one to one).
+
+    ``export_run`` exports one bundle per format: it sets ``format`` per bundle and uses ``model_id`` as the base id
+    (bundles ``<model_id>-<format>``, default ``<run name>-<size>px``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: ExportFormat
-    model_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    format: ExportFormat = "int8"
+    model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$",
+                                 description="bundle folder name under out_root (export_bundle needs one)")
     out_root: Path = Path("models")
     normalisation: InputNormalisation = "per_image"
     calibration_images: int = Field(200, ge=1, description="int8 representative images (training split)")
@@ -163,7 +169,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
     Args:
         model: ``keras.Model`` with input (N, S, S, 3) float32 and outputs ``{"probs", "cam"}``.
         options: :class:`ExportOptions`.
-        dataset: the run's training data (``trainer.input_pipeline.load_images``); None = synthetic images for
+        dataset: the run's training data (``trainer.training.input_pipeline.load_images``); None = synthetic images for
             calibration and parity (recorded in the card).
         training_data: the card's training-data summary (counts only); None = "unspecified".
         metrics: evaluation metrics to carry in the card (e.g. DiaretDB1), key -> number or string.
@@ -176,6 +182,8 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
         ExportError: conversion impossible (non-builtin op), or parity out of tolerance without ``force`` (the
             model and its report are then left in ``<model_id>.rejected/``).
     """
+    if options.model_id is None:
+        raise ExportError("The export has no model id; give one (ExportOptions.model_id, `trainer export --id`).")
     size = int(model.input_shape[1])
     norm, fmt = options.normalisation, options.format
     if dataset is not None:
@@ -236,7 +244,7 @@ def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, float | int | str
 
 
 def training_summary(dataset, size: int, licence: str | None = None, recipe: str = "") -> TrainingData:
-    """The card's training-data block from a ``trainer.input_pipeline.ImageSet`` (counts only, no file names).
+    """The card's training-data block from a ``trainer.training.input_pipeline.ImageSet`` (counts only, no file names).
 
     Args:
         dataset: the training data; size: model input in pixels; licence: data terms (default: guessed from the

@@ -2,8 +2,8 @@
 
 Usage::
 
-    results = export_run("runs/improved", formats=("float16", "int8"), model_id="drcam-eyepacs256",
-                         set_default=True)
+    summary = export_run("runs/improved", formats=("float16", "int8"),
+                         options=ExportOptions(model_id="drcam-eyepacs256"), set_default=True)
 
 A run folder brings its own config, so the export uses the run's input size, normalisation and training data
 with the same patient-level split: calibration images come from the training split, the decision threshold and
@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.convert import ExportError
-from trainer.export import ExportOptions, ExportResult, export_bundle, flatten_metrics, set_default_model, \
+from trainer.export.convert import ExportError
+from trainer.export.bundle import ExportOptions, ExportResult, export_bundle, flatten_metrics, set_default_model, \
     training_summary
 
 DATA_FROM_RUN = "run"
@@ -38,15 +38,15 @@ def _load_model(source: Path, which: str):
 
     if source.is_file() and source.suffix == ".keras":
         return keras.saving.load_model(source, compile=False), None
-    from trainer.train import load_run_config, load_run_model
+    from trainer.training.train import load_run_config, load_run_model
 
     return load_run_model(source, which), load_run_config(source)
 
 
 def _load_data(data: str, config, size: int):
     """The training data to calibrate and check with, or None for synthetic images."""
-    from trainer.input_pipeline import load_images
-    from trainer.train_config import DataConfig
+    from trainer.training.input_pipeline import load_images
+    from trainer.training.config import DataConfig
 
     if data == DATA_SYNTHETIC or (data == DATA_FROM_RUN and config is None):
         return None
@@ -80,23 +80,23 @@ def _recipe(config, metrics: dict) -> str:
             f"epochs, best epoch {best}")
 
 
-def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_id: str | None = None,
-               out_root: str | Path = "models", data: str = DATA_FROM_RUN, which: str = "best",
-               metrics_file: str | Path | None = None, set_default: bool = False, **options) -> ExportSummary:
+def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), options: ExportOptions | None = None,
+               data: str = DATA_FROM_RUN, which: str = "best", metrics_file: str | Path | None = None,
+               set_default: bool = False) -> ExportSummary:
     """Export a run's best (or last) weights, or a ``.keras`` file, to one bundle per format.
 
     Args:
         source: run folder written by ``trainer train``, or a ``.keras`` file.
-        formats: any of ``"float16"``, ``"int8"``; bundle ids are ``<model_id>-<format>``.
-        model_id: base id (default: the run or file name and input size).
-        out_root: folder of the bundles (``models``).
+        formats: any of ``device.model.card.EXPORT_FORMATS``; bundle ids are ``<options.model_id>-<format>``.
+        options: the export settings (:class:`trainer.export.bundle.ExportOptions`; its ``format`` is set per
+            bundle, its ``model_id`` is the base id, default: the run or file name and input size; its
+            ``normalisation``, unless given, is the run's).
         data: ``"run"`` (the run's own training data and split), ``"synthetic"``, or a cache/EyePACS folder.
         which: ``"best"`` or ``"last"`` weights of a run.
         metrics_file: JSON with evaluation metrics (e.g. the DiaretDB1 ``metrics.json`` of ``trainer evaluate``),
             flattened into the card as ``evaluation.<key path>``.
         set_default: make an exported bundle the unit's default (``models/DEFAULT``): int8 when it was exported
             (passed parity or forced), else the first that was.
-        **options: further :class:`trainer.export.ExportOptions` fields (held_out_images, force, ...).
 
     Returns:
         :class:`ExportSummary`: the bundles written and, per format that failed (conversion or parity), the
@@ -108,10 +108,12 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_i
     source = Path(source)
     if not source.exists():
         raise ExportError(f"{source} does not exist; give a run folder written by `trainer train` or a .keras file.")
+    options = options or ExportOptions()
     model, config = _load_model(source, which)
     size = int(model.input_shape[1])
-    if config is not None:
-        options.setdefault("normalisation", config.data.normalisation)
+    settings = options.model_dump()
+    if config is not None and "normalisation" not in options.model_fields_set:
+        settings["normalisation"] = config.data.normalisation
     dataset = _load_data(data, config, size)
     metrics = _run_metrics(source) if source.is_dir() else {}
     if metrics_file is not None:
@@ -120,17 +122,17 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), model_i
         except (OSError, ValueError) as exc:
             raise ExportError(f"The metrics file {metrics_file} cannot be read as JSON ({exc}); give the report "
                               "written by `trainer evaluate`.") from exc
-    base_id = model_id or f"{(config.name if config else source.stem)}-{size}px"
+    base_id = options.model_id or f"{(config.name if config else source.stem)}-{size}px"
     summary = training_summary(dataset, size, recipe=_recipe(config, metrics)) if dataset is not None else None
     described = f"run {source.name} ({which} weights)" if config else source.name
     results, failures = [], {}
     for fmt in formats:
-        opts = ExportOptions(format=fmt, model_id=f"{base_id}-{fmt}", out_root=Path(out_root), **options)
+        opts = ExportOptions.model_validate({**settings, "format": fmt, "model_id": f"{base_id}-{fmt}"})
         try:
             results.append(export_bundle(model, opts, dataset, summary, metrics, described))
         except ExportError as exc:  # e.g. int8 out of tolerance: the other formats are still exported
             failures[fmt] = str(exc)
     if set_default and results:
         preferred = [r for r in results if r.card.format == "int8"] or results
-        set_default_model(out_root, preferred[0].card.id)
+        set_default_model(options.out_root, preferred[0].card.id)
     return ExportSummary(tuple(results), failures)

@@ -1,7 +1,7 @@
 """Image sets used by the export: int8 calibration, the held-out parity/threshold set, and the self-test set.
 
 Calibration and parity images come from the training data (a ``trainer prepare`` cache or the EyePACS folder,
-through ``trainer.input_pipeline.load_images``, with the run's own patient-level split), standardised exactly as
+through ``trainer.training.input_pipeline.load_images``, with the run's own patient-level split), standardised exactly as
 the trainer and the unit do (:func:`device.preprocess.standardise`). Without training data, synthetic fundus
 photographs (:mod:`trainer.synthetic`) stand in, and :attr:`ExportImages.source` says so, so the model card can
 record it. The
@@ -9,7 +9,7 @@ self-test set is always synthetic: a bundle never contains licensed images.
 
 Usage::
 
-    data = trainer.input_pipeline.load_images(run_config.data, 256)
+    data = trainer.training.input_pipeline.load_images(run_config.data, 256)
     calib = dataset_images(data, "train", size=256, limit=200)
     held_out = dataset_images(data, "val", size=256, limit=400)
     selftest = synthetic_images(4, size=256, seed=SELFTEST_SEED)
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from device.preprocess import preprocess, standardise
-from trainer.convert import ExportError
+from trainer.export.convert import ExportError
 
 # Synthetic photographs are drawn at twice the model size (at least the 256 px that preprocess accepts), then
 # preprocessed like a real photograph.
@@ -70,8 +70,8 @@ def dataset_images(dataset, split: str, size: int, limit: int | None, normalisat
     """Read, resize and standardise up to ``limit`` images of one split of the training data.
 
     Args:
-        dataset: a ``trainer.input_pipeline.ImageSet`` (training cache or EyePACS folder, with the run's
-            patient-level split), as returned by ``trainer.input_pipeline.load_images``.
+        dataset: a ``trainer.training.input_pipeline.ImageSet`` (training cache or EyePACS folder, with the run's
+            patient-level split), as returned by ``trainer.training.input_pipeline.load_images``.
         split: ``"train"`` (calibration) or ``"val"`` (threshold and parity).
         size: model input side in pixels (crops are resized when the data is at another size).
         limit: at most this many images, drawn at random with ``seed`` (None: the whole split).

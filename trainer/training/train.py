@@ -2,13 +2,13 @@
 
 Usage::
 
-    from trainer.train import train, load_run_model
-    from trainer.train_config import load_train_config
+    from trainer.training.train import train, load_run_model
+    from trainer.training.config import load_train_config
 
     summary = train(load_train_config("paper", overrides=["input_size=256", "width=0.25"]), "runs/paper256")
     model = load_run_model("runs/paper256")       # best epoch, {"probs", "cam"} outputs, float32
 
-The run folder layout is documented in :mod:`trainer.run_folder` and docs/training.md.
+The run folder layout is documented in :mod:`trainer.training.run_folder` and docs/training.md.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
-from trainer.augment import FundusAugment
-from trainer.checkpoint import TrainingCheckpoint
-from trainer.distribute import setup_runtime
-from trainer.input_pipeline import BatchSequence, class_weights, load_images
+from trainer.training.augment import FundusAugment
+from trainer.training.checkpoint import TrainingCheckpoint
+from trainer.training.distribute import setup_runtime
+from trainer.training.input_pipeline import BatchSequence, class_weights, load_images
 from trainer.model import build_cam_model
-from trainer.run_folder import RunFolder
-from trainer.train_callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
-from trainer.train_config import TrainConfig, load_train_config
+from trainer.training.run_folder import RunFolder
+from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
+from trainer.training.config import TrainConfig, load_train_config
 
 CONFIG_NAME = "config.json"
 
@@ -77,7 +77,7 @@ def _jit(cfg: TrainConfig, backend: str, accelerator: str) -> bool:
 
 
 def augment_placement(cfg: TrainConfig, accelerator: str) -> str | None:
-    """Where augmentation runs: ``"device"``, ``"pipeline"`` or None (disabled); see :mod:`trainer.augment`."""
+    """Where augmentation runs: ``"device"``, ``"pipeline"`` or None (disabled); see :mod:`trainer.training.augment`."""
     if not cfg.augment.enabled:
         return None
     if cfg.augment.placement != "auto":
@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     """Train (or resume) one run and write its run folder.
 
     Args:
-        cfg: validated config (see :mod:`trainer.train_config`).
+        cfg: validated config (see :mod:`trainer.training.config`).
         run_dir: the run folder (created; must not hold another run unless ``resume``).
         resume: continue from ``run_dir/checkpoint.npz`` (epoch, optimiser state, schedule, RNG, history).
         verbose: Keras progress: ``"auto"`` = bar with ETA on a terminal, nothing else (the per-epoch line stays).

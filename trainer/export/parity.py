@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 from device.model.bundle import map_correlation
 from device.regions import propose_regions
@@ -28,40 +28,6 @@ CAM_CORR_MEDIAN_MIN = 0.98  # issue 6: median Pearson correlation of the CAMs
 REPORT_JSON = "parity_report.json"
 REPORT_MD = "parity_report.md"
 REPORT_PNG = "parity_report.png"
-
-
-def choose_threshold(labels: np.ndarray, probs: np.ndarray, method: str = "youden_j",
-                     target_sensitivity: float = 0.9) -> dict:
-    """Pick the decision threshold on the referable probability.
-
-    Args:
-        labels: int (N,) 1 = referable.
-        probs: float (N,) referable probabilities of the model being deployed.
-        method: ``"youden_j"`` (maximise sensitivity + specificity - 1) or ``"sensitivity_target"`` (the highest
-            threshold whose sensitivity reaches ``target_sensitivity``).
-        target_sensitivity: for ``"sensitivity_target"``.
-
-    Returns:
-        ``{"threshold", "method", "sensitivity", "specificity", "target_sensitivity"}``; with one class only the
-        threshold is 0.5 and the method ``"fixed"``.
-    """
-    labels = np.asarray(labels).astype(int)
-    if len(np.unique(labels)) < 2:
-        return {"threshold": 0.5, "method": "fixed", "sensitivity": None, "specificity": None,
-                "target_sensitivity": None}
-    fpr, tpr, thresholds = roc_curve(labels, probs)
-    finite = np.isfinite(thresholds) & (thresholds > 0) & (thresholds < 1)
-    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-    if method == "youden_j":
-        i = int(np.argmax(tpr - fpr))
-    elif method == "sensitivity_target":
-        reaching = np.flatnonzero(tpr >= target_sensitivity)
-        i = int(reaching[0]) if reaching.size else len(tpr) - 1
-    else:
-        raise ValueError(f"unknown threshold method {method!r}; use youden_j or sensitivity_target")
-    return {"threshold": float(thresholds[i]), "method": method, "sensitivity": float(tpr[i]),
-            "specificity": float(1 - fpr[i]),
-            "target_sensitivity": target_sensitivity if method == "sensitivity_target" else None}
 
 
 def _region_iou(cam_a: np.ndarray, cam_b: np.ndarray, fov: np.ndarray, threshold: float, normalisation: str) -> float:

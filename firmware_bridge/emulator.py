@@ -26,16 +26,36 @@ from firmware_bridge.firmware.fw_core import FirmwareCore
 TICK_S = 0.002  # firmware main-loop period when idle (the Pico loop runs every ~1 ms)
 
 
-class FakeBoard:
-    """Pins in software: ``history`` lists every output change as ``(name, value)``; ``pressed`` drives buttons."""
+class ManualClock:
+    """A millisecond clock that only moves when told to (``advance``), so firmware timing is tested tick by tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_ms: int = 0) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        return self.now_ms % P.TICKS_PERIOD
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+class FakeBoard:
+    """Pins in software: ``history`` lists every output change as ``(name, value)``; ``pressed`` drives buttons.
+
+    Args:
+        clock: ``() -> ms``; None = the wall clock (``time.monotonic``). A :class:`ManualClock` freezes time.
+    """
+
+    def __init__(self, clock=None) -> None:
+        self._clock = clock
         self.history: list[tuple[str, object]] = []
         self.pressed = 0  # raw button bit mask, as the GPIO would read it
         self.state: dict[str, object] = {"leds": 0, "buzzer": 0, "illumination": 0, "fixation": 0}
         self.flashes: list[tuple[int, int]] = []  # (level, duration ms) of every pulse fired
 
     def ticks_ms(self) -> int:
+        if self._clock is not None:
+            return self._clock()
         return int(time.monotonic() * 1000) % P.TICKS_PERIOD
 
     def buttons(self) -> int:
@@ -94,11 +114,15 @@ class Emulator:
         link_dir: folder for the stable symlink ``port`` (a temporary folder by default).
         tcp: serve on 127.0.0.1 instead of a pty; ``port`` is then a ``socket://`` URL (one host at a time).
         noise_in / noise_out: ``LineNoise`` for host->board and board->host bytes (None: a clean line).
+        clock: the boards' millisecond clock; a :class:`ManualClock` makes the firmware's timers (debounce,
+            watchdog, resends) move only with :meth:`advance`, while the thread still serves the line.
         firmware_kwargs: passed to ``FirmwareCore`` (``retry_ms``, ``max_retries``, ``queue_size``).
     """
 
     def __init__(self, link_dir: str | None = None, noise_in: LineNoise | None = None,
-                 noise_out: LineNoise | None = None, tcp: bool = False, **firmware_kwargs) -> None:
+                 noise_out: LineNoise | None = None, tcp: bool = False, clock: ManualClock | None = None,
+                 **firmware_kwargs) -> None:
+        self.clock = clock
         self._tmp = None if link_dir else tempfile.TemporaryDirectory(prefix="mcu-emulator-")
         self.port = os.path.join(link_dir or self._tmp.name, "ttyMCU")
         self.noise_in, self.noise_out = noise_in, noise_out
@@ -148,7 +172,7 @@ class Emulator:
             if self._master is not None or self._listener is not None:
                 self.unplug()
             if reboot or not self.cores:
-                board = FakeBoard()
+                board = FakeBoard(self.clock)
                 self.boards.append(board)
                 self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
             if self._tcp:
@@ -170,7 +194,7 @@ class Emulator:
     def reboot(self) -> None:
         """Restart the firmware (watchdog reset) without touching the cable: the new boot has no session."""
         with self._lock:
-            board = FakeBoard()
+            board = FakeBoard(self.clock)
             self.boards.append(board)
             self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
 
@@ -223,6 +247,15 @@ class Emulator:
         """Let a button go."""
         with self._lock:
             self.board.pressed &= ~(1 << button)
+
+    def advance(self, ms: int) -> None:
+        """With a :class:`ManualClock`: move time on ``ms`` milliseconds, running the firmware's timers every ms."""
+        if self.clock is None:
+            raise ValueError("advance() needs an Emulator made with clock=ManualClock().")
+        for _ in range(ms):
+            with self._lock:
+                self.clock.advance(1)
+                self.core.tick()
 
     def queue_events(self, count: int, button: int = 0) -> None:
         """Have the firmware report ``count`` press/release events as fast as its queue allows (soak tests)."""

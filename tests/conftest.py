@@ -1,4 +1,8 @@
-"""Shared fixtures: where the real data lives, and skipping cleanly when it is absent."""
+"""Options and fixtures for every test area: --hardware, and the real data (skipping cleanly when it is absent).
+
+Each area (tests/device, tests/trainer, tests/bridge) has its own conftest.py that skips the area when its stack is
+not installed, so ``pytest tests/device tests/bridge`` runs on a unit with only ``.[unit,serial,dev]``.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,21 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Real, licensed data is never in the repository: it sits beside the checkout (DESIGN.md §3).
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from tests.helpers import shared_data
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--hardware", action="store_true", default=False, help="run tests that need real hardware")
+    parser.addoption("--hardware", action="store_true", default=False,
+                     help="run the tests that need real hardware; they fail (not skip) when it is absent")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--hardware"):
-        return
+        return  # asked for: a missing camera or framebuffer is a failure, the test says which
     skip_hw = pytest.mark.skip(reason="needs real hardware; run with --hardware")
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip_hw)
-
-
-def shared_data(*parts: str) -> Path:
-    """Path under ../shared/data, or skip the calling test when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def test_oracle_on_the_real_diaretdb1_ground_truth_scores_one(diaretdb1_root, tm
 
 @pytest.mark.slow
 def test_a_tflite_bundle_evaluates_through_the_units_runtime(synthetic_root, tmp_path):
-    from tests.test_runtime import tiny_cam_model
+    from tests.helpers import tiny_cam_model
     from trainer.export.bundle import ExportOptions, export_bundle
 
     model, _ = tiny_cam_model()

@@ -122,11 +122,11 @@ def test_open_camera_picks_by_type(tmp_path):
 @pytest.mark.hardware
 @pytest.mark.parametrize("kind", ["picamera2", "opencv"])
 def test_real_camera_captures_a_still(kind):
-    """On a unit: pytest --hardware tests/test_camera.py -k <kind>."""
+    """On a unit: pytest --hardware tests/device/test_camera.py -k <kind>; fails when that camera is absent."""
     cam = open_camera({"type": kind})
     try:
         frame = cam.capture()
     except HardwareError as exc:
-        pytest.skip(f"no {kind} camera here: {exc}")
+        pytest.fail(f"--hardware was given but the {kind} camera does not work: {exc}")
     assert frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3 and frame.rgb.dtype == np.uint8
     cam.close()

@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("keras")
 
-from tests.test_train import synthetic_kaggle  # noqa: E402,F401  (session fixture)
 from trainer.training.checkpoint import TrainingCheckpoint  # noqa: E402
 
 EPOCHS, KILL_EPOCH, KILL_BATCH = 4, 2, 1  # killed after batch 1 of the third epoch (0-based epoch 2)

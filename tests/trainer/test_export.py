@@ -1,6 +1,6 @@
 """Round trips: a tiny CAM network -> trainer export -> models/<id>/ -> device.model.bundle, compared with Keras.
 
-The tiny network is the real one at width 1/16 and 64 px (tests/test_runtime.py::tiny_cam_model); held-out and
+The tiny network is the real one at width 1/16 and 64 px (tests/helpers.py::tiny_cam_model); held-out and
 calibration images are synthetic. Every bundle is reloaded through the unit's own loader and runtime.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from device.errors import ModelError
 from device.model import Prediction
 from device.model.bundle import default_model_dir, load_bundle
-from tests.test_runtime import tiny_cam_model
+from tests.helpers import tiny_cam_model
 
 pytestmark = pytest.mark.slow  # one module-wide export of both formats (~30-60 s on the shared CPU)
 FAST = dict(calibration_images=24, held_out_images=40, selftest_images=2)

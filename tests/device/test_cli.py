@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from device.camera import draw_fundus
 from device.cli import cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
 
 

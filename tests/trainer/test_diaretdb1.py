@@ -185,7 +185,7 @@ MIN_IOU = 0.99
 @pytest.fixture(scope="module")
 def real(request) -> tuple[DiaretDB1, dict]:
     """Load the real database once; one pass over the 89 images x 4 types (fused maps + XML rebuild)."""
-    from tests.conftest import shared_data
+    from tests.helpers import shared_data
 
     db = load_diaretdb1(shared_data("diaretdb1"))
     maxima: dict[tuple[str, str], int] = {}

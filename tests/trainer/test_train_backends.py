@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("keras")
 pytest.importorskip("jax")
 
-from tests.test_train import synthetic_kaggle, tf_run  # noqa: E402,F401  (session fixtures)
 from trainer.training.train import load_run_model  # noqa: E402
 
 JAX_RUN = textwrap.dedent("""

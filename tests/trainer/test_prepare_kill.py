@@ -19,7 +19,7 @@ from trainer.data.cache import JOURNAL, MANIFEST, CacheError, TrainingCache
 from trainer.data.prepare import PrepareConfig, prepare
 from trainer.synthetic.writers import write_kaggle_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 128
 KILL_AFTER = 4  # journal lines (finished images) before the kill
 TIMEOUT_S = 90

@@ -11,7 +11,7 @@ import pytest
 from device.model.bundle import default_model_dir, load_bundle
 from device.preprocess import preprocess_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.parent for p in (REPO / "models").glob("*/model.json"))
 
 

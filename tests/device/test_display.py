@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from device.display import (FakeDisplay, FileDisplay, FileDisplayConfig, FramebufferDisplay,
                             FramebufferDisplayConfig, encode_pixels, letterbox, open_display)
 from device.errors import HardwareError
+from tests.helpers import REPO_ROOT
 
 W, H = 64, 40
 
@@ -119,10 +124,24 @@ def test_letterbox_keeps_aspect():
 
 @pytest.mark.hardware
 def test_real_framebuffer_shows_a_screen():
-    """On a unit: pytest --hardware tests/test_display.py (needs /dev/fb0 and the 'video' group)."""
+    """On a unit: pytest --hardware tests/device/test_display.py (needs /dev/fb0 and the 'video' group); fails
+    when the framebuffer is absent."""
     from device.screen_render import render_message
 
     fb = FramebufferDisplay(FramebufferDisplayConfig())
     fb.show(render_message("DISPLAY TEST", "If you can read this, the framebuffer sink works.", "info", fb.size))
     assert fb.frames == 1
     fb.close()
+
+
+@pytest.mark.skipif(Path("/dev/fb0").exists(), reason="this machine has a framebuffer: the hardware test passes here")
+def test_hardware_tests_fail_rather_than_skip_when_the_hardware_is_absent():
+    """``--hardware`` means "this unit has the hardware": a missing framebuffer must be a failure, never a skip."""
+    test = f"{Path(__file__).relative_to(REPO_ROOT)}::test_real_framebuffer_shows_a_screen"
+    asked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hardware", test],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert asked.returncode == 1 and "1 failed" in asked.stdout, asked.stdout[-2000:]
+    assert "HardwareError" in asked.stdout
+    plain = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "1 skipped" in plain.stdout, plain.stdout[-2000:]

@@ -9,7 +9,7 @@ import pytest
 from device.fov import find_fov
 from device.imageio import load_image
 from device.preprocess import crop_to_fov
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 pytestmark = pytest.mark.real_data
 

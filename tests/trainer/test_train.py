@@ -18,26 +18,6 @@ RUN_FILES = ("config.json", "version.json", "data.json", "history.csv", "history
              "val_predictions.csv", "summary.json", "best.weights.h5", "last.weights.h5", "checkpoint.npz")
 
 
-@pytest.fixture(scope="session")
-def synthetic_kaggle(tmp_path_factory):
-    """16 synthetic photographs of 8 patients in the Kaggle layout (made by trainer.synthetic, no real data)."""
-    from trainer.synthetic import write_kaggle_folder
-
-    root = tmp_path_factory.mktemp("kaggle")
-    write_kaggle_folder(root, n_patients=8, size=224, seed=0, progress=False)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tf_run(synthetic_kaggle, tmp_path_factory):
-    """A 2-epoch tiny run under the TensorFlow backend (the test process's backend)."""
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny_tf"
-    lines: list[str] = []
-    cfg = load_train_config("tiny", overrides={"data.path": str(synthetic_kaggle), "epochs": 2})
-    summary = train(cfg, run_dir, log=lines.append)
-    return run_dir, summary, lines
-
-
 @pytest.mark.slow
 def test_tiny_run_writes_a_complete_run_folder(tf_run):
     run_dir, summary, lines = tf_run

@@ -1,0 +1,58 @@
+"""Helpers shared by the test areas (tests/device, tests/trainer, tests/bridge). Test modules import from here,
+never from each other; pytest fixtures live in the conftest.py of the area that uses them.
+
+Nothing heavy is imported at module level: each helper imports what it needs, so every area can use this module
+with only its own extras installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real, licensed data is never in the repository: it sits beside the checkout (DESIGN.md §3).
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TINY_SIZE = 64  # tiny test models: 64 px input -> 4x4 CAM
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the calling test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+def tiny_cam_model(size: int = TINY_SIZE, seed: int = 0):
+    """The real CAM network at width 1/16 with its head set so P(referable) spreads over images (needs Keras).
+
+    With random weights every image gets P ~ 0.5 (the pooled features barely differ), which makes AUC and
+    thresholds meaningless. The head is set along the first principal component of the pooled features of 24
+    synthetic fundus images, scaled to a logit standard deviation of 2, so the network stays exactly the real one
+    while its outputs vary. (An untrained net is the worst case for int8 AUC parity: its scores of referable and
+    non-referable images interleave, so every small int8 rounding can swap a pair.)
+
+    Returns:
+        ``(keras model, the 24 standardised images float32 (24, S, S, 3))``.
+    """
+    import keras
+
+    from trainer.export.representative import synthetic_images
+    from trainer.model import build_cam_model, feature_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_cam_model(size, width=1 / 16, l2=0.0)
+    images = synthetic_images(24, size, seed=1).images
+    pooled = np.asarray(feature_model(model).predict(images, verbose=0), np.float64).mean(axis=(1, 2))
+    direction = np.linalg.svd(pooled - pooled.mean(axis=0), full_matrices=False)[2][0]
+    z = pooled @ direction
+    scale = 2.0 / max(float(z.std()), 1e-6)
+    head = model.get_layer("cam_head")
+    half = (direction * scale / 2).astype(np.float32)
+    head.kernel.assign(np.stack([-half, half], axis=1))
+    centre = float(z.mean() * scale / 2)
+    head.bias.assign(np.array([centre, -centre], np.float32))
+    return model, images

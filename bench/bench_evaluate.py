@@ -26,11 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.regions import REGION_THRESHOLD, propose_regions  # noqa: E402
-from trainer.data.diaretdb1 import load_diaretdb1  # noqa: E402
-from trainer.evaluate import EvaluationConfig  # noqa: E402
-from trainer.evaluate.predictors import ModelPredictor, OraclePredictor, load_predictor  # noqa: E402
-from trainer.evaluate.runner import evaluate_diaretdb1  # noqa: E402
+from device.regions import REGION_THRESHOLD, propose_regions
+from trainer.data.diaretdb1 import load_diaretdb1
+from trainer.evaluate import EvaluationConfig
+from trainer.evaluate.predictors import ModelPredictor, OraclePredictor, load_predictor
+from trainer.evaluate.runner import evaluate_diaretdb1
 
 REAL_ROOT = REPO.parent / "shared" / "data" / "diaretdb1"
 TINY_SIZE, TINY_WIDTH = 256, 0.125  # a small CAM net: the row measures the pipeline, not a trained model
@@ -112,7 +112,8 @@ def main() -> None:
     print(f"# host: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}")
     smooth, random = region_ms(db)
     print(f"# one propose_regions call (32x32 CAM -> {db.fov_mask.shape[1]}x{db.fov_mask.shape[0]} + FOV mask, "
-          f"threshold {REGION_THRESHOLD}), median: {smooth:.1f} ms for a smooth CAM, {random:.1f} ms for a random one (~100 regions)")
+          f"threshold {REGION_THRESHOLD}), median: {smooth:.1f} ms for a smooth CAM, {random:.1f} ms for a random one "
+          "(~100 regions)")
     print()
     print("| predictor | images | read s | inference s | inference ms/image | metrics s | metrics ms/image "
           "| total s | inference : metrics |")

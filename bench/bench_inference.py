@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.model.card import EXPORT_FORMATS  # noqa: E402 - after the sys.path line, so a checkout runs as is
+from device.model.card import EXPORT_FORMATS
 
 FULL_SIZE, FULL_WIDTH = 512, 1.0  # DESIGN.md §2.1: the paper network
 CALIBRATION_IMAGES = 8  # random-weight int8 conversion only needs plausible activation ranges

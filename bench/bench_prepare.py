@@ -20,20 +20,20 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core per process
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import resource
+import tempfile
+import time
+import zlib
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from device.preprocess import standardise  # noqa: E402
-from trainer.data.cache import TrainingCache, decode_entry, encode_entry  # noqa: E402
-from trainer.data.prepare import PrepareConfig, prepare  # noqa: E402
-from trainer.synthetic.writers import write_kaggle_folder  # noqa: E402
+from device.preprocess import standardise
+from trainer.data.cache import TrainingCache, decode_entry, encode_entry
+from trainer.data.prepare import PrepareConfig, prepare
+from trainer.synthetic.writers import write_kaggle_folder
 
 SERVER_TARGET_IMAGES_PER_S = 1000.0  # issue 3: a 16-core GPU server reads the cache at >= 1,000 images/s
 SERVER_CORES = 16
@@ -74,7 +74,8 @@ def _read_rows(cache: TrainingCache, label: str, threads: int) -> list[tuple[str
         (f"{label}: read_many + standardise", *_rate(lambda: standardise(*cache.read_many(ids)), len(ids))),
     ]
     if threads > 1:
-        rows.append((f"{label}: read_many, {threads} threads", *_rate(lambda: cache.read_many(ids, workers=threads), len(ids))))
+        rows.append((f"{label}: read_many, {threads} threads",
+                     *_rate(lambda: cache.read_many(ids, workers=threads), len(ids))))
     return rows
 
 
@@ -86,10 +87,12 @@ def _codec_rows(cache: TrainingCache) -> list[tuple[str, float, float]]:
         return rgb.tobytes() + np.packbits(mask).tobytes()
 
     def raw_decode(data):
-        return np.frombuffer(data, np.uint8, n_rgb).reshape(SIZE, SIZE, 3), np.unpackbits(np.frombuffer(data, np.uint8, offset=n_rgb))
+        rgb = np.frombuffer(data, np.uint8, n_rgb).reshape(SIZE, SIZE, 3)
+        return rgb, np.unpackbits(np.frombuffer(data, np.uint8, offset=n_rgb))
 
     def png(rgb, mask):
-        return cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes() + np.packbits(mask).tobytes()
+        encoded = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+        return encoded + np.packbits(mask).tobytes()
 
     def png_decode(data):
         return cv2.imdecode(np.frombuffer(data, np.uint8, len(data) - SIZE * SIZE // 8), cv2.IMREAD_COLOR)
@@ -97,7 +100,8 @@ def _codec_rows(cache: TrainingCache) -> list[tuple[str, float, float]]:
     codecs = {
         "raw uint8 + packed mask": (raw, raw_decode),
         "zlib-1 raw + packed mask (chosen)": (encode_entry, decode_entry),
-        "zlib-6 raw + packed mask": (lambda r, m: zlib.compress(raw(r, m), 6), lambda d: raw_decode(zlib.decompress(d))),
+        "zlib-6 raw + packed mask": (lambda r, m: zlib.compress(raw(r, m), 6),
+                                     lambda d: raw_decode(zlib.decompress(d))),
         "PNG level 1 (RGB) + packed mask": (png, png_decode),
         "JPEG q95 (lossy, reference only)": (
             lambda r, m: cv2.imencode(".jpg", r[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
@@ -109,7 +113,7 @@ def _codec_rows(cache: TrainingCache) -> list[tuple[str, float, float]]:
         blobs = [encode(rgb, mask) for rgb, mask in crops]
         encode_ms = (time.perf_counter() - start) / len(crops) * 1000
         kib = sum(len(b) for b in blobs) / len(blobs) / 1024
-        n, _, cpu = _rate(lambda: [decode(b) for b in blobs], len(blobs))
+        n, _, cpu = _rate(lambda decode=decode, blobs=blobs: [decode(b) for b in blobs], len(blobs))
         rows.append((name, n / cpu, kib, encode_ms))
     return rows
 
@@ -118,7 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="synthetic photographs (both eyes of n/2 patients)")
     parser.add_argument("--height", type=int, default=1024, help="synthetic photograph height in px (width 1-1.5x)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes/threads for the parallel rows")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes/threads for the parallel "
+                                                                                 "rows")
     parser.add_argument("--kaggle", type=Path, default=KAGGLE_SAMPLE, help="Kaggle sample folder (skipped if absent)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -127,7 +132,8 @@ def main() -> None:
         tmp_path = Path(tmp)
         start = time.perf_counter()
         write_kaggle_folder(tmp_path / "synthetic", max(1, args.n // 2), size=args.height, seed=0)
-        print(f"(generated {args.n} synthetic photographs of height {args.height} px in {time.perf_counter() - start:.1f} s)")
+        print(f"(generated {args.n} synthetic photographs of height {args.height} px in "
+              f"{time.perf_counter() - start:.1f} s)")
         rows.append((f"prepare synthetic h={args.height}, 1 process",
                      *_timed_prepare(tmp_path / "synthetic", tmp_path / "cache1", workers=1)))
         if args.workers > 1:

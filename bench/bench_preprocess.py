@@ -57,14 +57,16 @@ def main() -> None:
     data = KAGGLE_4928.read_bytes() if KAGGLE_4928.exists() else cv2.imencode(".jpg", rgb)[1].tobytes()
     rows = [
         ("decode JPEG (load_image)", _time(lambda: load_image(data), max(3, args.repeats // 4))),
-        ("cv2.resize whole photo (baseline)", _time(lambda: cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), args.repeats)),
+        ("cv2.resize whole photo (baseline)",
+         _time(lambda: cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), args.repeats)),
         ("find_fov", _time(lambda: find_fov(rgb), args.repeats)),
         ("crop_to_fov (crop + resize + mask)", _time(lambda: crop_to_fov(rgb, fov, size), args.repeats)),
         ("standardise", _time(lambda: standardise(crop, mask), args.repeats)),
         ("preprocess (all three)", _time(lambda: preprocess(rgb, size), args.repeats)),
     ]
     base = rows[1][1]
-    print(f"# preprocessing, {rgb.shape[1]}x{rgb.shape[0]} -> {size}px, {source}; {platform.processor() or platform.machine()}, "
+    print(f"# preprocessing, {rgb.shape[1]}x{rgb.shape[0]} -> {size}px, {source}; "
+          f"{platform.processor() or platform.machine()}, "
           f"{cv2.getNumThreads()} OpenCV threads, median of {args.repeats}")
     print(f"| {'stage':38s} | {'ms':>8s} | {'x plain resize':>14s} |")
     print(f"|{'-' * 40}|{'-' * 10}|{'-' * 16}|")

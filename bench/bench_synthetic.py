@@ -12,12 +12,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, before numpy loads
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import cv2  # noqa: E402
+import cv2
 
-from trainer.synthetic import generate_fundus  # noqa: E402
+from trainer.synthetic import generate_fundus
 
 TARGET_IMAGES_PER_S = 20.0  # issue 2, item 3
 

@@ -11,8 +11,8 @@ SGD momentum, class-weighted loss):
 - ``e2e, aug on device``: what ``train`` does: cached uint8 crops + FOV masks -> ``standardise`` in background
   threads (``trainer.training.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
 - ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead
-  (``trainer.training.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"`` follows
-  this measurement.
+  (``trainer.training.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"``
+  follows this measurement.
 
 The crops are synthetic discs (throughput does not depend on the pixels). Reported: images/s over the timed steps
 (after ``--warmup`` steps, which include compilation) and images per CPU-second of the process (all threads; the
@@ -114,9 +114,9 @@ def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, wor
     """Median (images/s wall-clock, images per CPU-second) of the three variants at one input size."""
     import keras
 
+    from trainer.training.config import load_train_config
     from trainer.training.distribute import setup_runtime
     from trainer.training.train import build_training
-    from trainer.training.config import load_train_config
 
     cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
                                                 "jit_compile": jit})

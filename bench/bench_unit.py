@@ -26,13 +26,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.errors import ScreeningError  # noqa: E402
-from device.model.card import EXPORT_FORMATS  # noqa: E402
-from device.imageio import list_images, load_image  # noqa: E402
-from device.pipeline import screen_frame  # noqa: E402
-from device.quality import QualityGate  # noqa: E402
-from device.records import RecordStore  # noqa: E402
-from device.screen_render import render_result  # noqa: E402
+from device.errors import ScreeningError
+from device.imageio import list_images, load_image
+from device.model.card import EXPORT_FORMATS
+from device.pipeline import screen_frame
+from device.quality import QualityGate
+from device.records import RecordStore
+from device.screen_render import render_result
 
 STAGES = ("preprocess", "gate", "inference", "regions", "render", "record")
 GOAL_RATIO = 0.20  # issue 7: the stages outside inference together take at most 20 % of inference time
@@ -97,7 +97,7 @@ def report(times: dict[str, list[float]]) -> float:
     med = {s: statistics.median(v) for s, v in times.items()}
     p90 = {s: float(np.percentile(v, 90)) for s, v in times.items()}
     inf = med["inference"]
-    print(f"\n| stage | median ms | p90 ms | / inference |\n|---|---:|---:|---:|")
+    print("\n| stage | median ms | p90 ms | / inference |\n|---|---:|---:|---:|")
     for s in STAGES:
         print(f"| {s} | {med[s]:.1f} | {p90[s]:.1f} | {med[s] / inf:.1%} |")
     other = sum(med[s] for s in STAGES if s != "inference")

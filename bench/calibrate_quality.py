@@ -31,8 +31,9 @@ DDB1 = SHARED / "diaretdb1" / "diaretdb1_v_1_1" / "resources" / "images" / "ddb1
 WORK_LONG_SIDE = 1536
 # Degradation strengths, each a plainly ungradable photograph: blur sigma 0.5 % of the FOV diameter (≈ 2.5 px
 # at the gate's 512 px scale), exposure x0.2 (flash too weak) / a gain that lifts the mean luminance to 200 (sensor
-# saturated; a fixed gain would merely correct an already dark photograph), haze = 90 % flat (fogged lens), glare = a saturated flare covering
-# ~6 % of the FOV, off-centre = FOV centre moved by 0.45 radii, partial = 45 % of the disc outside the frame.
+# saturated; a fixed gain would merely correct an already dark photograph), haze = 90 % flat (fogged lens), glare =
+# a saturated flare covering ~6 % of the FOV, off-centre = FOV centre moved by 0.45 radii, partial = 45 % of the
+# disc outside the frame.
 BLUR_SIGMA_FRACTION = 0.005
 DARK_GAIN, BRIGHT_TARGET_LUMA = 0.2, 200.0
 HAZE_WEIGHT = 0.9

@@ -20,7 +20,8 @@ def cli() -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default="demo_output/preprocess", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the crops with their FOV outline.")
-@click.option("--size", default=512, show_default=True, type=click.IntRange(32, 2048), help="Model input size in pixels.")
+@click.option("--size", default=512, show_default=True, type=click.IntRange(32, 2048),
+              help="Model input size in pixels.")
 def preprocess_cmd(images: tuple[str, ...], out_dir: str, size: int) -> None:
     """Crop IMAGES to the field of view and write each crop with its FOV outline (PNG)."""
     from device.preprocess_files import preprocess_paths

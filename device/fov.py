@@ -16,7 +16,8 @@ import numpy as np
 
 from device.errors import BlankImageError, NotFundusError
 
-WORK_SIZE = 640  # long side of the working copy: 1500 px photos fit their FOV to about 2 px there (DiaretDB1 IoU >= 0.97)
+# Long side of the working copy: 1500 px photos fit their FOV to about 2 px there (DiaretDB1 IoU >= 0.97).
+WORK_SIZE = 640
 CORNER_FRACTION = 0.04  # corner patches used to estimate the background level
 MIN_CONTRAST = 12.0  # 8-bit levels: a photo darker than this is black; retina must exceed the corners by this
 FLAT_STD = 2.0  # 8-bit levels: a (median-filtered) picture varying less than this is flat
@@ -125,7 +126,8 @@ def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
     if np.count_nonzero(value >= MIN_CONTRAST) < 0.01 * value.size:
         raise BlankImageError(f"{_cap(label)} is almost completely black; check the flash and retake it.")
     if std < FLAT_STD:
-        raise BlankImageError(f"{_cap(label)} shows no detail (a flat, uniform picture); retake it with the retina in view.")
+        raise BlankImageError(f"{_cap(label)} shows no detail (a flat, uniform picture); retake it with the retina in "
+                              "view.")
     if retina - background < MIN_CONTRAST:
         raise NotFundusError(
             f"{_cap(label)} has no dark border around a round retina, so it does not look like a fundus photograph; "
@@ -231,7 +233,8 @@ def _free_boundary_points(blob: np.ndarray) -> np.ndarray:
 def _fit_circle(points: np.ndarray, label: str) -> tuple[float, float, float]:
     """Least-squares circle (Kasa) refined twice without outliers (text or notches touching the rim)."""
     not_round = NotFundusError(
-        f"{_cap(label)} has no round field of view (its rim is hidden or straight); retake it with the whole retina in view."
+        f"{_cap(label)} has no round field of view (its rim is hidden or straight); retake it with the whole retina in "
+        "view."
     )
     if len(points) < 20:
         raise not_round
@@ -251,7 +254,8 @@ def _fit_circle(points: np.ndarray, label: str) -> tuple[float, float, float]:
     angles = np.degrees(np.arctan2(points[keep, 1] - cy, points[keep, 0] - cx))
     on_circle = np.mean(resid < max(2.0, INLIER_TOLERANCE * r))
     quadrants = len(np.unique(((angles + 180.0) // 90).astype(int) % 4))
-    if _arc_coverage(angles) < MIN_ARC_DEGREES or quadrants < MIN_QUADRANTS or r <= 0 or on_circle < MIN_INLIER_FRACTION:
+    if (_arc_coverage(angles) < MIN_ARC_DEGREES or quadrants < MIN_QUADRANTS or r <= 0
+            or on_circle < MIN_INLIER_FRACTION):
         raise not_round
     # Contour points sit on the outermost inside pixels; the rim is half a pixel further out.
     return float(cx), float(cy), r + 0.5

@@ -7,8 +7,8 @@ with Pillow (header only) and applied here, because OpenCV's ``IMREAD_UNCHANGED`
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -73,14 +73,16 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise ImageReadError(f"The file {label} cannot be read ({exc.strerror}); check its permissions and try again.") from exc
+            raise ImageReadError(f"The file {label} cannot be read ({exc.strerror}); check its permissions and try "
+                                 "again.") from exc
     if not data:
         raise ImageReadError(f"The file {label} is empty (0 bytes); retake or copy the photograph again.")
     _check_complete(data, label)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageReadError(
-            f"The file {label} is not a readable image (corrupt, or not a JPEG/PNG); retake or re-export the photograph."
+            f"The file {label} is not a readable image (corrupt, or not a JPEG/PNG); retake or re-export the "
+            "photograph."
         )
     rgb = _to_rgb_uint8(decoded, label)
     return _apply_exif_orientation(rgb, data)
@@ -89,9 +91,11 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
 def _check_complete(data: bytes, label: str) -> None:
     """Refuse JPEG and PNG files that stop before their end marker (a copy or upload cut short)."""
     if data.startswith(JPEG_SOI) and JPEG_EOI not in data[-JPEG_EOI_SEARCH_BYTES:]:
-        raise ImageReadError(f"The file {label} is a truncated JPEG (its end is missing); copy or retake the photograph again.")
+        raise ImageReadError(f"The file {label} is a truncated JPEG (its end is missing); copy or retake the "
+                             "photograph again.")
     if data.startswith(PNG_SIGNATURE) and PNG_IEND not in data[-64:]:
-        raise ImageReadError(f"The file {label} is a truncated PNG (its end is missing); copy or re-export the photograph again.")
+        raise ImageReadError(f"The file {label} is a truncated PNG (its end is missing); copy or re-export the "
+                             "photograph again.")
 
 
 def _to_rgb_uint8(decoded: np.ndarray, label: str) -> np.ndarray:
@@ -99,7 +103,8 @@ def _to_rgb_uint8(decoded: np.ndarray, label: str) -> np.ndarray:
         decoded = (decoded >> 8).astype(np.uint8)
     elif decoded.dtype != np.uint8:
         raise ImageReadError(
-            f"The file {label} has {decoded.dtype} pixels, which the unit does not read; export it as an 8- or 16-bit JPEG or PNG."
+            f"The file {label} has {decoded.dtype} pixels, which the unit does not read; export it as an 8- or 16-bit "
+            "JPEG or PNG."
         )
     if decoded.ndim == 2:
         return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import select
-from typing import IO
+from typing import IO, ClassVar
 
 
 class KeyboardTrigger:
@@ -20,7 +20,7 @@ class KeyboardTrigger:
     seen, one command each.
     """
 
-    COMMANDS = {"": "capture", "c": "capture", "n": "next", "q": "quit"}
+    COMMANDS: ClassVar[dict[str, str]] = {"": "capture", "c": "capture", "n": "next", "q": "quit"}
 
     def __init__(self, stream: IO | None) -> None:
         self.stream = stream

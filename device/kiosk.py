@@ -83,7 +83,7 @@ class Kiosk:
         try:
             self.store.audit(self.cfg.kiosk.operator, "error", {"message": message}, self.contract.id,
                              self.summary.session_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the error screen is already up; a failed audit must not hide it
             log.error("audit failed: %s", exc)
 
     @property
@@ -111,7 +111,7 @@ class Kiosk:
         out: list[str] = []
         try:
             events = self.link.poll_events()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a vanished link must not stop the loop (keyboard still works)
             log.warning("microcontroller poll failed: %s", exc)
             events = []
         for ev in events:
@@ -237,7 +237,7 @@ class Kiosk:
                     except ModelError as exc:
                         self._error("MODEL PROBLEM", str(exc))
                         raise
-                    except Exception as exc:  # noqa: BLE001 - never a traceback on the screen
+                    except Exception as exc:  # never a traceback on the screen (logged with it below)
                         log.exception("unexpected error")
                         self._error("UNEXPECTED PROBLEM", f"Something went wrong ({type(exc).__name__}): the "
                                     "photograph was not screened; press the button to try again.")

@@ -76,14 +76,16 @@ class CropGeometry:
         )
 
     def box_to_original(self, x: float, y: float, w: float, h: float) -> tuple[int, int, int, int]:
-        """A box in model pixels (left, top, width, height) as an integer box in original pixels, clipped to the photo."""
+        """A box in model pixels (left, top, width, height) as an integer box in original pixels, clipped to the
+        photo."""
         s = self.scale
         left, top = self.x0 + x / s, self.y0 + y / s
         right, bottom = left + w / s, top + h / s
         H, W = self.image_shape
         left, top = max(0.0, left), max(0.0, top)
         right, bottom = min(float(W), right), min(float(H), bottom)
-        return int(np.floor(left)), int(np.floor(top)), max(0, int(np.ceil(right - np.floor(left)))), max(0, int(np.ceil(bottom - np.floor(top))))
+        x, y = np.floor(left), np.floor(top)
+        return int(x), int(y), max(0, int(np.ceil(right - x))), max(0, int(np.ceil(bottom - y)))
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def check_size(rgb: np.ndarray, label: str = "the photograph") -> None:
         )
 
 
-def crop_to_fov(rgb: np.ndarray, fov: FieldOfView, size: int = DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, CropGeometry]:
+def crop_to_fov(rgb: np.ndarray, fov: FieldOfView,
+                size: int = DEFAULT_SIZE) -> tuple[np.ndarray, np.ndarray, CropGeometry]:
     """Cut the square around the FOV (padding with black where it leaves the frame) and resize it.
 
     Returns:

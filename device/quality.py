@@ -89,8 +89,8 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
 
     Returns:
         ``centre_offset`` (FOV radii), ``coverage`` (0..1), ``mean_luma`` (8-bit), ``contrast`` (std / mean of
-        luminance), ``focus`` (normalised Laplacian variance), ``glare`` and ``red_clipped`` (fractions of FOV pixels whose
-        luminance / red channel is saturated, 0..1).
+        luminance), ``focus`` (normalised Laplacian variance), ``glare`` and ``red_clipped`` (fractions of FOV pixels
+        whose luminance / red channel is saturated, 0..1).
     """
     fov: FieldOfView = pre.fov
     h, w = rgb.shape[:2]

@@ -21,7 +21,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -74,7 +74,7 @@ class RecordsConfig(BaseModel):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _sha256(data: bytes) -> str:
@@ -100,7 +100,7 @@ class RecordStore:
         self.recovered = self.recover()
 
     @classmethod
-    def from_config(cls, cfg: RecordsConfig) -> "RecordStore":
+    def from_config(cls, cfg: RecordsConfig) -> RecordStore:
         """Open the store a config describes."""
         return cls(cfg.folder, fsync=cfg.fsync)
 
@@ -120,7 +120,7 @@ class RecordStore:
 
     def start_session(self, operator: str, model_id: str, unit: str = "") -> str:
         """Open a screening session; returns its id."""
-        sid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        sid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, _now(), operator, model_id, unit))
@@ -147,7 +147,8 @@ class RecordStore:
         rid = uuid.uuid4().hex
         rel = Path(IMAGES_DIR) / session_id
         # cvtColor swaps channels ~8x faster than a contiguous copy of a reversed numpy view.
-        ok1, jpg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        ok1, jpg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         ok2, png = cv2.imencode(".png", cv2.cvtColor(screen, cv2.COLOR_RGB2BGR))
         if not (ok1 and ok2):  # pragma: no cover - OpenCV cannot fail on valid uint8 images
             raise ValueError("The photograph or screen could not be encoded.")

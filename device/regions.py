@@ -147,7 +147,8 @@ def _bounds(arr: np.ndarray, mode: str, fixed_range: tuple[float, float]) -> tup
     if mode == "fixed":
         low, high = float(fixed_range[0]), float(fixed_range[1])
         if not high > low:
-            raise ConfigError(f"The fixed normalisation range {fixed_range} is empty; give (low, high) with low < high.")
+            raise ConfigError(f"The fixed normalisation range {fixed_range} is empty; give (low, high) with "
+                              "low < high.")
         return low, high
     raise ConfigError(f"Unknown CAM normalisation {mode!r}; use one of {', '.join(NORMALISATIONS)}.")
 

@@ -13,10 +13,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping
-
 
 # What the nurse is told to do next, per verdict (shown on the result screen; screening-programme practice:
 # an eye that cannot be graded after the allowed retakes is referred, like a referable one).
@@ -122,7 +121,7 @@ class ScreeningResult:
             return NEXT_ACTION["ungradable_final" if self.final else "ungradable"]
         return NEXT_ACTION[self.verdict.value]
 
-    def with_final(self, final: bool) -> "ScreeningResult":
+    def with_final(self, final: bool) -> ScreeningResult:
         """Return a copy marked final (no retake left) or not."""
         return ScreeningResult(self.verdict, self.probability, self.quality, self.regions, self.model_id,
                                self.timings_ms, self.heatmap, self.threshold, final)

@@ -9,8 +9,8 @@ One unreadable file never stops the others; the model is loaded once.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from device.errors import ImageError
 from device.imageio import list_images, load_image

@@ -84,8 +84,8 @@ def _frame(width: int, height: int, kind: str, headline: str, sub: str, footer: 
     if sub:
         _text(draw, (int(width * 0.025), int(bh * 0.08) + int(big * 1.15)), sub, int(bh * 0.2), ink)
     draw.rectangle((0, height - nh, width, height), fill=(0, 0, 0))
-    _text(draw, (int(width * 0.02), height - nh + int(nh * 0.2)), f"{RESEARCH_NOTICE} · {footer}" if footer else RESEARCH_NOTICE,
-          int(nh * 0.5), (235, 235, 235))
+    notice = f"{RESEARCH_NOTICE} · {footer}" if footer else RESEARCH_NOTICE
+    _text(draw, (int(width * 0.02), height - nh + int(nh * 0.2)), notice, int(nh * 0.5), (235, 235, 235))
     return img, draw, bh, height - nh
 
 

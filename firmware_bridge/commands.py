@@ -58,7 +58,7 @@ def illumination_message(level: int) -> tuple[int, bytes]:
 def flash_message(duration_ms: int, level: int = FLASH_LEVEL) -> tuple[int, bytes]:
     """FLASH message: one pulse of ``duration_ms`` (1..2000 ms) at ``level`` (1..255)."""
     check_flash(duration_ms)
-    if not 1 <= check_level(level):
+    if not check_level(level) >= 1:
         raise ValueError(f"Flash level {level!r} is out of range: use an integer from 1 to 255.")
     return P.FLASH, P.u16(duration_ms) + bytes((level,))
 

@@ -179,7 +179,7 @@ class Emulator:
                 old = int(self.port.rsplit(":", 1)[1]) if self.port.startswith("socket://") else 0
                 self._listener = socket.create_server(("127.0.0.1", old))  # SO_REUSEADDR: same port after replug
                 self._listener.setblocking(False)
-                self.port = "socket://127.0.0.1:%d" % self._listener.getsockname()[1]
+                self.port = f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
                 return
             master, slave = os.openpty()
             tty.setraw(slave)  # no echo, no line editing, no CR/LF translation: a binary line like USB CDC

@@ -25,9 +25,9 @@ LINKS = {
     "fake": (FakeLinkConfig, FakeLink),
     "serial": (SerialLinkConfig, SerialLink),
 }
-LinkConfig = Annotated[Union[tuple(config for config, _ in LINKS.values())], Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
 _CONFIGS = tuple(config for config, _ in LINKS.values())
+LinkConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
+_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
 
 
 def parse_link_config(data: object) -> LinkConfig:

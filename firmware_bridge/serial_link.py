@@ -193,7 +193,7 @@ class SerialLink:
         if cancel is not None:
             try:
                 cancel()
-            except Exception:  # the port is closing under us: the thread notices by itself
+            except Exception:  # noqa: BLE001 - the port is closing under us: the thread notices by itself
                 pass
 
     def _collect(self, session: HostSession) -> None:
@@ -241,7 +241,7 @@ class SerialLink:
             reason = "link closed"
             try:
                 self._serve(port, session)
-            except Exception as exc:  # SerialException, OSError, a timeout writing to a stuck port...
+            except Exception as exc:  # noqa: BLE001 - SerialException, OSError, a write timeout: reconnect
                 reason = f"port error: {exc}"
                 LOG.warning("%s: %s", self.url, reason)
             finally:

@@ -23,7 +23,7 @@ class FirmwareInfo:
 
     def __init__(self, payload: bytes) -> None:
         self.protocol = payload[0]
-        self.version = "%d.%d.%d" % (payload[3], payload[4], payload[5])
+        self.version = f"{payload[3]}.{payload[4]}.{payload[5]}"
         self.capabilities = capability_names(P.get_u16(payload, 6))
         self.fixation_targets = payload[8]
         self.board = payload[9:].decode("utf-8", "replace")
@@ -126,7 +126,7 @@ class HostSession:
             elif msg_type == P.PONG:
                 sent = self._ping_sent.pop(P.get_u16(payload, 0), None)
                 if sent is not None:
-                    self.ping_rtts_ms = (self.ping_rtts_ms + [P.ticks_diff(now, sent)])[-100:]
+                    self.ping_rtts_ms = [*self.ping_rtts_ms, P.ticks_diff(now, sent)][-100:]
             elif msg_type == P.NAK:
                 if payload and payload[0] == P.NAK_NO_SESSION and self.connected:
                     self.lose("the microcontroller restarted")

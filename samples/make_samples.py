@@ -18,12 +18,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from calibrate_quality import degrade  # noqa: E402  (bench/ is not a package)
-from trainer.synthetic import generate_fundus  # noqa: E402
+from calibrate_quality import degrade  # from bench/, put on sys.path above (it is not a package)
 
-from device.preprocess import preprocess  # noqa: E402
-from device.quality import GATE_SIZE, QualityGate  # noqa: E402
-from device.errors import ImageError  # noqa: E402
+from device.errors import ImageError
+from device.preprocess import preprocess
+from device.quality import GATE_SIZE, QualityGate
+from trainer.synthetic import generate_fundus
 
 WIDTH, HEIGHT, JPEG_QUALITY = 1024, 768, 90
 # (file stem, seed, grade, eye, degradation or None)

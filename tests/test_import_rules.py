@@ -65,7 +65,8 @@ def test_importing_every_unit_module_loads_no_heavy_library():
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        if '.firmware' in m.name: continue\n"
         "        importlib.import_module(m.name)\n"
-        "heavy = {'tensorflow', 'keras', 'trainer', 'jax', 'torch', 'serial', 'picamera2', 'ai_edge_litert', 'tflite_runtime'}\n"
+        "heavy = {'tensorflow', 'keras', 'trainer', 'jax', 'torch', 'serial', 'picamera2', 'ai_edge_litert', "
+        "'tflite_runtime'}\n"
         "print(json.dumps(sorted(heavy & {k.split('.')[0] for k in sys.modules})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -19,13 +19,19 @@ def cli() -> None:
 
 @cli.command("prepare")
 @click.argument("source", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache folder (new, or a cache to complete).")
-@click.option("--size", default=512, show_default=True, type=click.IntRange(64, 2048), help="Model input size in pixels.")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0, 512), help="Processes; 0 = one per core.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Cache folder (new, or a cache to complete).")
+@click.option("--size", default=512, show_default=True, type=click.IntRange(64, 2048),
+              help="Model input size in pixels.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0, 512),
+              help="Processes; 0 = one per core.")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Label CSV (image,level); default: the layout's own.")
-@click.option("--images-dir", type=click.Path(file_okay=False), help="Folder of the photographs (relative to SOURCE or absolute).")
-@click.option("--referable-level", default=2, show_default=True, type=click.IntRange(1, 4), help="Grade from which an image is referable.")
-@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True), help="Share of patients for validation.")
+@click.option("--images-dir", type=click.Path(file_okay=False),
+              help="Folder of the photographs (relative to SOURCE or absolute).")
+@click.option("--referable-level", default=2, show_default=True, type=click.IntRange(1, 4),
+              help="Grade from which an image is referable.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Share of patients for validation.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the patient split and of --limit.")
 @click.option("--limit", type=click.IntRange(1), help="Cache at most this many images (whole patients, seeded choice).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -47,9 +53,11 @@ def prepare_cmd(source: str, out: str, size: int, workers: int, labels: str | No
 @cli.command("train")
 @click.option("--preset", default="paper", show_default=True, help="Packaged preset: paper, improved or tiny.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file merged over the preset.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set width=0.25 --set data.path=../shared/data/eyepacs_256.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field, e.g. --set width=0.25 --set data.path=../shared/data/eyepacs_256.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this folder with its frozen config.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this folder with its frozen config.")
 @click.option("--check-config", is_flag=True, help="Validate and print the config, then exit.")
 def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], run_dir: str | None,
               resume_dir: str | None, check_config: bool) -> None:
@@ -78,9 +86,12 @@ def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], 
 
 @cli.command("synth")
 @click.option("--kaggle", "kaggle_out", type=click.Path(file_okay=False), help="Write a Kaggle-layout folder here.")
-@click.option("--diaretdb1", "diaretdb1_out", type=click.Path(file_okay=False), help="Write a DiaretDB1-v1.1-layout folder here.")
-@click.option("-n", "n", default=20, show_default=True, type=click.IntRange(1), help="Patients (Kaggle, two eyes each) or images (DiaretDB1).")
-@click.option("--size", type=click.IntRange(64, 8192), help="Kaggle: photograph height (default 512); DiaretDB1: frame width (default 1500).")
+@click.option("--diaretdb1", "diaretdb1_out", type=click.Path(file_okay=False),
+              help="Write a DiaretDB1-v1.1-layout folder here.")
+@click.option("-n", "n", default=20, show_default=True, type=click.IntRange(1),
+              help="Patients (Kaggle, two eyes each) or images (DiaretDB1).")
+@click.option("--size", type=click.IntRange(64, 8192),
+              help="Kaggle: photograph height (default 512); DiaretDB1: frame width (default 1500).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Folder seed (same seed, same files).")
 def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: int | None, seed: int) -> None:
     """Write synthetic fundus photographs with exact lesion ground truth (see docs/synthetic.md)."""
@@ -103,16 +114,26 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
 @click.option("--format", "formats", multiple=True, default=("int8",), show_default=True,
               type=click.Choice(EXPORT_FORMATS), help="Bundle format; repeat for both.")
 @click.option("--id", "model_id", help="Base bundle id; bundles are <id>-<format> (default: <run name>-<size>px).")
-@click.option("--out", "out_root", default="models", show_default=True, type=click.Path(file_okay=False), help="Folder of the bundles.")
-@click.option("--data", default="run", show_default=True, help="Calibration/parity data: 'run' (the run's own), 'synthetic', or a cache/EyePACS folder.")
-@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]), help="Run weights to export.")
-@click.option("--calibration-images", default=200, show_default=True, type=click.IntRange(1), help="int8 representative images (training split).")
-@click.option("--held-out-images", default=400, show_default=True, type=click.IntRange(2), help="Parity and threshold images (validation split).")
+@click.option("--out", "out_root", default="models", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the bundles.")
+@click.option("--data", default="run", show_default=True,
+              help="Calibration/parity data: 'run' (the run's own), 'synthetic', or a cache/EyePACS folder.")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Run weights to export.")
+@click.option("--calibration-images", default=200, show_default=True, type=click.IntRange(1),
+              help="int8 representative images (training split).")
+@click.option("--held-out-images", default=400, show_default=True, type=click.IntRange(2),
+              help="Parity and threshold images (validation split).")
 @click.option("--threshold", "threshold_method", default="youden_j", show_default=True,
-              type=click.Choice(["youden_j", "sensitivity_target"]), help="How the decision threshold is chosen on the validation split.")
-@click.option("--target-sensitivity", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="For --threshold sensitivity_target.")
-@click.option("--region-threshold", default=REGION_THRESHOLD, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Normalised-CAM region threshold (paper §3.2).")
-@click.option("--metrics", "metrics_file", type=click.Path(dir_okay=False, exists=True), help="Evaluation report JSON to carry in the card.")
+              type=click.Choice(["youden_j", "sensitivity_target"]),
+              help="How the decision threshold is chosen on the validation split.")
+@click.option("--target-sensitivity", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="For --threshold sensitivity_target.")
+@click.option("--region-threshold", default=REGION_THRESHOLD, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Normalised-CAM region threshold (paper §3.2).")
+@click.option("--metrics", "metrics_file", type=click.Path(dir_okay=False, exists=True),
+              help="Evaluation report JSON to carry in the card.")
 @click.option("--set-default", is_flag=True, help="Make the bundle the unit's default (models/DEFAULT).")
 @click.option("--force", is_flag=True, help="Bundle a model that misses the parity tolerances (the report says so).")
 def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_root: str, data: str, which: str,

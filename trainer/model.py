@@ -103,7 +103,8 @@ def _conv_bn_act(x, filters: int, kernel: int, l2: float, name: str):
     return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
 
 
-def build_cam_model(input_size: int = 512, width: float = 1.0, name: str = "cam_net", l2: float = PAPER_L2) -> keras.Model:
+def build_cam_model(input_size: int = 512, width: float = 1.0, name: str = "cam_net",
+                    l2: float = PAPER_L2) -> keras.Model:
     """Build the CAM network of DESIGN.md §2.1.
 
     Args:

@@ -27,9 +27,9 @@ CAMERAS = {
     "folder": (FolderCameraConfig, FolderCamera),
     "fake": (FakeCameraConfig, FakeCamera),
 }
-CameraConfig = Annotated[Union[tuple(config for config, _ in CAMERAS.values())], Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(CameraConfig)
 _CONFIGS = tuple(config for config, _ in CAMERAS.values())
+CameraConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
+_ADAPTER: TypeAdapter = TypeAdapter(CameraConfig)
 
 __all__ = ["CAMERAS", "Camera", "CameraConfig", "FakeCamera", "FakeCameraConfig", "FolderCamera", "FolderCameraConfig",
            "Frame", "OpenCVCamera", "OpenCVCameraConfig", "PiCamera", "PiCameraConfig", "draw_fundus",

@@ -83,7 +83,7 @@ class Camera(ABC):
             except Exception:  # noqa: BLE001 - releasing a vanished device must not crash the kiosk
                 pass
 
-    def __enter__(self) -> "Camera":
+    def __enter__(self) -> Camera:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,9 @@ black) when none are given. ``unplug()`` / ``plug()`` simulate a camera cable pu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -86,7 +87,7 @@ class FakeCamera(Camera):
         self._count = 0
 
     @classmethod
-    def from_config(cls, cfg: FakeCameraConfig, base_dir: Path | None = None) -> "FakeCamera":
+    def from_config(cls, cfg: FakeCameraConfig, base_dir: Path | None = None) -> FakeCamera:
         """Build from a config."""
         return cls(width=cfg.width, height=cfg.height, seed=cfg.seed)
 

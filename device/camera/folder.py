@@ -5,8 +5,9 @@ Files are served in sorted order; with ``loop=True`` the source starts again aft
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +40,7 @@ class FolderCamera(Camera):
         self._next = 0
 
     @classmethod
-    def from_config(cls, cfg: FolderCameraConfig, base_dir: Path | None = None) -> "FolderCamera":
+    def from_config(cls, cfg: FolderCameraConfig, base_dir: Path | None = None) -> FolderCamera:
         """Build from a config; a relative ``path`` is resolved against ``base_dir``."""
         path = Path(cfg.path)
         if not path.is_absolute() and base_dir is not None:

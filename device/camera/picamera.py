@@ -58,7 +58,7 @@ class PiCamera(Camera):
             if controls:
                 cam.set_controls(controls)
             cam.start()
-        except Exception as exc:  # noqa: BLE001 - libcamera raises RuntimeError/IndexError/OSError
+        except Exception as exc:  # libcamera raises RuntimeError/IndexError/OSError: all mean "no camera"
             raise HardwareError("The Raspberry Pi camera is not detected: check the ribbon cable and restart "
                                 "the unit.") from exc
         self._cam = cam
@@ -66,7 +66,7 @@ class PiCamera(Camera):
     def _grab(self) -> Frame:
         try:
             bgr = self._cam.capture_array("main")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # whatever libcamera raises mid-session, the sentence below is what to do
             raise HardwareError("The Raspberry Pi camera stopped answering: check the ribbon cable and press the "
                                 "button again.") from exc
         return Frame(rgb=bgr[..., 2::-1].copy(), source="picamera2")

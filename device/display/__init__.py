@@ -24,12 +24,13 @@ DISPLAYS = {
     "file": (FileDisplayConfig, FileDisplay),
     "fake": (FakeDisplayConfig, FakeDisplay),
 }
-DisplayConfig = Annotated[Union[tuple(config for config, _ in DISPLAYS.values())], Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(DisplayConfig)
 _CONFIGS = tuple(config for config, _ in DISPLAYS.values())
+DisplayConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
+_ADAPTER: TypeAdapter = TypeAdapter(DisplayConfig)
 
-__all__ = ["DISPLAYS", "Display", "DisplayConfig", "FakeDisplay", "FakeDisplayConfig", "FileDisplay", "FileDisplayConfig",
-           "FramebufferDisplay", "FramebufferDisplayConfig", "encode_pixels", "letterbox", "open_display"]
+__all__ = ["DISPLAYS", "Display", "DisplayConfig", "FakeDisplay", "FakeDisplayConfig", "FileDisplay",
+           "FileDisplayConfig", "FramebufferDisplay", "FramebufferDisplayConfig", "encode_pixels", "letterbox",
+           "open_display"]
 
 
 def open_display(cfg: object) -> Display:

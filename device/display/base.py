@@ -25,7 +25,7 @@ class Display(ABC):
     def show(self, rgb: np.ndarray, label: str = "") -> None:
         """Show an RGB uint8 (H, W, 3) image; ``label`` names it (file sinks use it in the file name)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a sink that holds nothing has nothing to release
         """Release the display (idempotent)."""
 
 

@@ -25,9 +25,9 @@ MODELS = {
     "bundle": (BundleModelConfig, ModelBundle),
     "fake": (FakeModelConfig, FakeModel),
 }
-ModelConfig = Annotated[Union[tuple(config for config, _ in MODELS.values())], Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(ModelConfig)
 _CONFIGS = tuple(config for config, _ in MODELS.values())
+ModelConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
+_ADAPTER: TypeAdapter = TypeAdapter(ModelConfig)
 
 __all__ = ["MODELS", "BundleModelConfig", "FakeModel", "FakeModelConfig", "ModelBundle", "ModelConfig",
            "ModelContract", "Prediction", "ScreeningModel", "open_model"]

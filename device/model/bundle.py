@@ -1,8 +1,8 @@
 """Load a model bundle (``models/<id>/``): check its card, its hash and its self-test, then run it.
 
 A bundle is ``model.tflite`` + ``model.json`` (validated by :mod:`device.model.card`) + ``selftest.npz``
-(synthetic uint8 crops + FOV masks with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose card is
-invalid, whose model file does not match the card's sha256, whose tensors do not match the card, or whose
+(synthetic uint8 crops + FOV masks with the outputs recorded at export). :func:`load_bundle` refuses a bundle whose
+card is invalid, whose model file does not match the card's sha256, whose tensors do not match the card, or whose
 self-test this runtime does not reproduce, each with a one-sentence :class:`device.errors.ModelError`.
 
 Usage::

@@ -19,8 +19,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from device.model.base import ModelContract
-from device.preprocess import InputNormalisation
 from device.notice import INTENDED_USE
+from device.preprocess import InputNormalisation
 from device.regions import CardCAMNormalisation
 
 SCHEMA_VERSION = 1
@@ -65,7 +65,7 @@ class InputSpec(_Strict):
     quantisation: Quantisation | None = Field(None, description="Present when dtype is int8/uint8.")
 
     @model_validator(mode="after")
-    def _check(self) -> "InputSpec":
+    def _check(self) -> InputSpec:
         if self.size % CAM_STRIDE:
             raise ValueError(f"size must be a multiple of {CAM_STRIDE}, got {self.size}")
         if self.shape != (1, self.size, self.size, 3):
@@ -177,7 +177,7 @@ class ModelCard(_Strict):
         return outputs
 
     @model_validator(mode="after")
-    def _shapes(self) -> "ModelCard":
+    def _shapes(self) -> ModelCard:
         cells = self.input.size // self.cam_stride
         if self.output("probs").shape != (1, 2):
             raise ValueError(f"output 'probs' must have shape (1, 2), got {self.output('probs').shape}")

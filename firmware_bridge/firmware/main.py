@@ -11,12 +11,11 @@ binds them to the pins and to the USB CDC serial port, and runs the main loop un
 
 import select
 import sys
-
-import machine
-import micropython
 import time
 
 import fw_core
+import machine
+import micropython
 
 # Pin map (GPIO numbers; docs/firmware_bridge.md has the wiring table).
 PIN_BUTTON = 12  # capture button to GND, internal pull-up: pressed reads 0

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from firmware_bridge.config import LinkConfigError, SerialLinkConfig
-from firmware_bridge.fake import FakeLink, NullLink
 from firmware_bridge.factory import open_link, parse_link_config
+from firmware_bridge.fake import FakeLink, NullLink
 from firmware_bridge.link import UnitLink
 
 
@@ -61,11 +61,11 @@ def test_fake_link_button_events_are_delivered_once_and_never_block():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda l: l.show_status("green"), "Unknown unit status 'green': use one of ready, busy"),
-    (lambda l: l.beep("siren"), "Unknown beep pattern 'siren': use one of ok, attention, error."),
-    (lambda l: l.set_illumination(256), "Illumination level 256 is out of range: use an integer from 0 to 255."),
-    (lambda l: l.flash(0), "Flash duration 0 ms is out of range: use an integer from 1 to 2000."),
-    (lambda l: l.set_fixation(9), "Fixation target 9 does not exist: use 0 (off) or 1 to 5."),
+    (lambda lk: lk.show_status("green"), "Unknown unit status 'green': use one of ready, busy"),
+    (lambda lk: lk.beep("siren"), "Unknown beep pattern 'siren': use one of ok, attention, error."),
+    (lambda lk: lk.set_illumination(256), "Illumination level 256 is out of range: use an integer from 0 to 255."),
+    (lambda lk: lk.flash(0), "Flash duration 0 ms is out of range: use an integer from 1 to 2000."),
+    (lambda lk: lk.set_fixation(9), "Fixation target 9 does not exist: use 0 (off) or 1 to 5."),
 ])
 @pytest.mark.parametrize("factory", [NullLink, FakeLink])
 def test_bad_arguments_are_caller_bugs_with_one_sentence(factory, call, message):
@@ -80,11 +80,11 @@ def test_config_defaults_and_errors_name_the_field():
     with pytest.raises(LinkConfigError,
                        match=r"^Microcontroller link config: field 'url' is missing; fix it in the unit config"):
         parse_link_config({"type": "serial"})
-    with pytest.raises(LinkConfigError, match="field 'baud' is invalid .*Extra inputs are not permitted"):
+    with pytest.raises(LinkConfigError, match=r"field 'baud' is invalid .*Extra inputs are not permitted"):
         parse_link_config({"type": "serial", "url": "loop://", "baud": 9600})
-    with pytest.raises(LinkConfigError, match="field 'retry_timeout_s' is invalid"):
+    with pytest.raises(LinkConfigError, match=r"field 'retry_timeout_s' is invalid"):
         parse_link_config({"type": "serial", "url": "loop://", "retry_timeout_s": 0})
-    with pytest.raises(LinkConfigError, match="field 'type' is invalid"):
+    with pytest.raises(LinkConfigError, match=r"field 'type' is invalid"):
         parse_link_config({"type": "usb"})
 
 

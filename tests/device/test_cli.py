@@ -76,7 +76,8 @@ def test_kiosk_check_config(tmp_path):
     res = subprocess.run([sys.executable, "-m", "device", "kiosk", "--config", str(bad), "--check-config"],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2
-    assert res.stderr.strip().startswith("error: Unit config: field 'camera.zoom' is invalid (Extra inputs are not permitted); fix it in the config file")
+    assert res.stderr.strip().startswith("error: Unit config: field 'camera.zoom' is invalid (Extra inputs are not "
+                                         "permitted); fix it in the config file")
     assert "Traceback" not in res.stderr
 
 

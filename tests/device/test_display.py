@@ -10,8 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from device.display import (FakeDisplay, FileDisplay, FileDisplayConfig, FramebufferDisplay,
-                            FramebufferDisplayConfig, encode_pixels, letterbox, open_display)
+from device.display import (
+    FakeDisplay,
+    FileDisplay,
+    FileDisplayConfig,
+    FramebufferDisplay,
+    FramebufferDisplayConfig,
+    encode_pixels,
+    letterbox,
+    open_display,
+)
 from device.errors import HardwareError
 from tests.helpers import REPO_ROOT
 
@@ -75,16 +83,16 @@ def test_framebuffer_letterboxes_other_sizes(tmp_path):
 
 def test_framebuffer_unsupported_depth_and_missing_device(tmp_path):
     cfg, _, _ = fake_fb(tmp_path, 24)
-    with pytest.raises(HardwareError, match="24 bits per pixel.*fbset -depth 16"):
+    with pytest.raises(HardwareError, match=r"24 bits per pixel.*fbset -depth 16"):
         FramebufferDisplay(cfg)
-    with pytest.raises(HardwareError, match="is not available: check the display connection"):
+    with pytest.raises(HardwareError, match=r"is not available: check the display connection"):
         FramebufferDisplay(FramebufferDisplayConfig(device=str(tmp_path / "fb9"), sysfs_dir=str(tmp_path / "x")))
 
 
 def test_encode_xbgr8888_and_unknown_format():
     px = encode_pixels(np.array([[[1, 2, 3]]], np.uint8), "XBGR8888")
     assert tuple(px[0, 0]) == (1, 2, 3, 255)
-    with pytest.raises(ValueError, match="Unknown pixel format"):
+    with pytest.raises(ValueError, match=r"Unknown pixel format"):
         encode_pixels(np.zeros((1, 1, 3), np.uint8), "YUV")
 
 
@@ -113,7 +121,7 @@ def test_fake_display_records_and_bounds_memory():
     for i in range(20):
         d.show(np.full((4, 4, 3), i, np.uint8), f"s{i}")
     assert d.shown == [f"s{i}" for i in range(20)] and len(d.images) == 8 and d.last[0, 0, 0] == 19
-    with pytest.raises(ValueError, match="RGB uint8"):
+    with pytest.raises(ValueError, match=r"RGB uint8"):
         d.show(np.zeros((4, 4), np.uint8))
 
 

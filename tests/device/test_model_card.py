@@ -104,13 +104,13 @@ def test_missing_and_garbled_cards(tmp_path):
 
 
 def test_default_model_dir(tmp_path):
-    with pytest.raises(ModelError, match="No default model is designated"):
+    with pytest.raises(ModelError, match=r"No default model is designated"):
         default_model_dir(tmp_path)
     (tmp_path / "DEFAULT").write_text("gone-int8\n")
-    with pytest.raises(ModelError, match="'gone-int8' named in .* is not in"):
+    with pytest.raises(ModelError, match=r"'gone-int8' named in .* is not in"):
         default_model_dir(tmp_path)
     (tmp_path / "DEFAULT").write_text("../etc\n")
-    with pytest.raises(ModelError, match="must hold one bundle id"):
+    with pytest.raises(ModelError, match=r"must hold one bundle id"):
         default_model_dir(tmp_path)
     (tmp_path / "m-int8").mkdir()
     (tmp_path / "DEFAULT").write_text("m-int8\n")

@@ -9,8 +9,7 @@ import pytest
 
 from device.camera import draw_fundus
 from device.errors import ImageTooSmallError, ModelError
-from device.model import FakeModel, open_model
-from device.model import ModelContract
+from device.model import FakeModel, ModelContract, open_model
 from device.pipeline import screen_frame
 from device.preprocess import preprocess
 from device.quality import REASONS, QualityGate

@@ -103,5 +103,5 @@ def test_unwritable_folder_is_a_hardware_error(tmp_path):
     blocker.write_text("x")
     from device.errors import HardwareError
 
-    with pytest.raises(HardwareError, match="cannot be written.*check the disk"):
+    with pytest.raises(HardwareError, match=r"cannot be written.*check the disk"):
         RecordStore(blocker / "records")

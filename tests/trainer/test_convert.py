@@ -1,4 +1,4 @@
-"""Conversion to TFLite (trainer/export/convert.py), read back through the unit's LiteRT adapter and compared with Keras."""
+"""Conversion to TFLite (trainer/export/convert.py), read through the unit's LiteRT adapter, compared with Keras."""
 
 from __future__ import annotations
 

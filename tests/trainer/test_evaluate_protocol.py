@@ -190,7 +190,7 @@ def test_classification_auc_and_bootstrap_interval():
     mixed = run(data, probs=[0.9, 0.2, 0.7, 0.3, 0.55, 0.1, 0.8, 0.6, 0.4, 0.45])
     assert mixed["auc"] == pytest.approx(14 / 25)  # 14 of 25 diseased-healthy pairs ordered
     low, high = mixed["auc_ci95"]
-    assert low < 0.56 < high and 0.0 <= low and high <= 1.0
+    assert low < 0.56 < high and low >= 0.0 and high <= 1.0
 
 
 def test_vectorised_bootstraps_equal_the_per_sample_definitions():

@@ -160,6 +160,7 @@ def test_a_tflite_bundle_evaluates_through_the_units_runtime(synthetic_root, tmp
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["id"] == "tiny-f16" and metrics["model"]["decision_threshold_source"] == "model card"
-    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["regions_per_image"] >= 1.0  # min-max: every non-flat CAM has a region
+    # min-max normalisation: every non-flat CAM has a region
+    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["regions_per_image"] >= 1.0
     assert metrics["protocol"]["normalisation"] == "minmax" and len(list((out / "overlays").glob("*.png"))) == 1
     assert all(0.0 <= metrics["lesions"][t]["froc_score"] <= 1.0 for t in TYPES if metrics["lesions"][t]["n_lesions"])

@@ -94,7 +94,6 @@ def test_card_with_a_missing_field_is_refused(exported, tmp_path):
 def test_rehashed_foreign_model_fails_the_selftest(exported, tmp_path):
     """A model swapped in with a matching hash (e.g. the wrong format copied over) is caught by the self-test."""
     from device.atomic import sha256_file
-
     from trainer.export.convert import convert_to_tflite
     from trainer.model import build_cam_model
 
@@ -121,8 +120,8 @@ def test_altered_selftest_file_is_refused(exported, tmp_path):
 
 def test_parity_failure_writes_the_report_and_refuses(exported, tmp_path, monkeypatch):
     import trainer.export.parity
-    from trainer.export.convert import ExportError
     from trainer.export.bundle import ExportOptions, export_bundle
+    from trainer.export.convert import ExportError
 
     monkeypatch.setattr(trainer.export.parity, "CAM_CORR_MEDIAN_MIN", 1.01)  # no model can meet it
     options = ExportOptions(format="float16", model_id="strict", out_root=tmp_path,

@@ -34,7 +34,8 @@ def _images(n_patients: int, referable_every: int = 3) -> list[EyePACSImage]:
 
 def test_kaggle_layout_reads_train_and_test_with_fixed_test_split(tmp_path: Path) -> None:
     _touch_images(tmp_path / "train", ["10_left", "10_right", "13_left", "13_right", "99_left"])
-    _labels(tmp_path / "trainLabels.csv", [("10_left", 0), ("10_right", 2), ("13_left", 1), ("13_right", 4), ("77_left", 3)])
+    _labels(tmp_path / "trainLabels.csv",
+            [("10_left", 0), ("10_right", 2), ("13_left", 1), ("13_right", 4), ("77_left", 3)])
     _touch_images(tmp_path / "test", ["1_left", "1_right"])
     _labels(tmp_path / "retinopathy_solution.csv", [("1_left", 2), ("1_right", 0)], usage=True)
 
@@ -88,15 +89,15 @@ def test_bad_label_files_give_one_sentence(tmp_path: Path, csv_text: str, messag
 
 
 def test_missing_or_unrecognised_folders_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="does not exist; check the path"):
+    with pytest.raises(DatasetError, match=r"does not exist; check the path"):
         EyePACSDataset.read(tmp_path / "absent")
-    with pytest.raises(DatasetError, match="pass --images-dir and --labels"):
+    with pytest.raises(DatasetError, match=r"pass --images-dir and --labels"):
         EyePACSDataset.read(tmp_path)
     _labels(tmp_path / "labels.csv", [("1_left", 0)])
     _touch_images(tmp_path / "images", ["2_left"])
-    with pytest.raises(DatasetError, match="No labelled images were found"):
+    with pytest.raises(DatasetError, match=r"No labelled images were found"):
         EyePACSDataset.read(tmp_path)
-    with pytest.raises(DatasetError, match="The images folder .* does not exist"):
+    with pytest.raises(DatasetError, match=r"The images folder .* does not exist"):
         EyePACSDataset.read(tmp_path, images_dir="nowhere")
 
 
@@ -123,13 +124,13 @@ def test_split_of_tiny_sets_still_has_a_validation_patient() -> None:
 
 
 def test_split_is_seeded_and_leaves_test_images_alone() -> None:
-    images = _images(50) + [EyePACSImage("900_left", Path("x"), "900", "left", 0, 0, split="test")]
+    images = [*_images(50), EyePACSImage("900_left", Path("x"), "900", "left", 0, 0, split="test")]
     first = split_by_patient(images, seed=1)
     assert first == split_by_patient(list(reversed(images)), seed=1)  # order of the input does not matter
     assert first != split_by_patient(images, seed=2)
     assert first["900_left"] == "test"
     assert set(split_by_patient(images, val_fraction=0.0).values()) == {"train", "test"}
-    with pytest.raises(DatasetError, match="at least 0 and below 1"):
+    with pytest.raises(DatasetError, match=r"at least 0 and below 1"):
         split_by_patient(images, val_fraction=1.0)
 
 
@@ -146,7 +147,8 @@ def test_real_kaggle_sample_with_the_full_label_file(kaggle_sample_root: Path) -
     data = EyePACSDataset.read(kaggle_sample_root, images_dir="sample")
     assert len(data.images) == 10 and data.labels_without_image == 35_126 - 10
     grades = {i.image_id: i.level for i in data.images}
-    assert (grades["15_left"], grades["15_right"], grades["16_left"], grades["17_right"]) == (1, 2, 4, 1)  # PROVENANCE.md
+    # the grades PROVENANCE.md lists
+    assert (grades["15_left"], grades["15_right"], grades["16_left"], grades["17_right"]) == (1, 2, 4, 1)
 
 
 @pytest.mark.real_data

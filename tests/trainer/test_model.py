@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from trainer.model import CAMHead, build_cam_model, feature_model  # noqa: E402
+from trainer.model import CAMHead, build_cam_model, feature_model
 
 PAPER_TRAINABLE_PARAMS = 10_246_242  # DESIGN.md §2.1: "10.25 M parameters" (convs + BN scale/shift + dense 1024x2+2)
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from device.imageio import load_image
 from device.preprocess import preprocess
-from trainer.data.cache import MANIFEST, CacheError, TrainingCache, decode_entry, encode_entry
 from trainer.cli import cli
+from trainer.data.cache import MANIFEST, CacheError, TrainingCache, decode_entry, encode_entry
 from trainer.data.eyepacs import DatasetError
 from trainer.data.prepare import PrepareConfig, prepare
 from trainer.synthetic.writers import write_kaggle_folder
@@ -31,7 +31,8 @@ CORRUPT = {  # image id -> (error class, words of its one-sentence reason)
 
 
 def _kaggle_folder(root: Path, n_patients: int, corrupt: bool) -> list[tuple[str, int]]:
-    """Synthetic Kaggle folder; with ``corrupt`` also the four broken files, a label without file, a file without label."""
+    """Synthetic Kaggle folder; with ``corrupt`` also the four broken files, a label without file, a file without
+    label."""
     rows = write_kaggle_folder(root, n_patients, size=240, seed=7)
     if corrupt:
         train = root / "train"
@@ -123,7 +124,7 @@ def test_rerun_skips_finished_images_and_redoes_changed_ones(tmp_path: Path) -> 
     np.testing.assert_array_equal(TrainingCache.open(out).read(first_id)[0], TrainingCache.open(out).read(other_id)[0])
 
     (source / "trainLabels.csv").write_text("image,level\n" + "".join(f"{i},4\n" for i, _ in rows))
-    with pytest.raises(CacheError, match="is stale"):
+    with pytest.raises(CacheError, match=r"is stale"):
         TrainingCache.open(out)
     prepare(_config(source, out))  # new labels: manifest rebuilt without re-preprocessing
     assert _last_run(out)["processed"] == 0 and {r.level for r in TrainingCache.open(out).records()} == {4}
@@ -136,7 +137,8 @@ def test_new_preprocessing_version_or_size_rebuilds_the_cache(tmp_path: Path, mo
     import device.preprocess
 
     monkeypatch.setattr(device.preprocess, "PREPROCESS_VERSION", "test-next")
-    with pytest.raises(CacheError, match=r"was made with preprocessing version 1\+\w{12} but the code is at test-next\+"):
+    with pytest.raises(CacheError,
+                       match=r"was made with preprocessing version 1\+\w{12} but the code is at test-next\+"):
         TrainingCache.open(out)
     assert prepare(_config(source, out))["preprocess_version"].startswith("test-next+")
     assert _last_run(out)["processed"] == len(rows)
@@ -145,7 +147,8 @@ def test_new_preprocessing_version_or_size_rebuilds_the_cache(tmp_path: Path, mo
     assert _last_run(out)["processed"] == len(rows) and TrainingCache.open(out).read(rows[0][0])[0].shape == (64, 64, 3)
 
 
-def test_preprocessing_version_follows_the_code_not_only_the_constant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preprocessing_version_follows_the_code_not_only_the_constant(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer import cache as cache_module
 
     version = cache_module.preprocess_version()
@@ -153,25 +156,27 @@ def test_preprocessing_version_follows_the_code_not_only_the_constant(tmp_path: 
     real_path = cache_module._module_path
     edited_fov = tmp_path / "fov.py"  # device/fov.py edited without bumping PREPROCESS_VERSION
     edited_fov.write_bytes(real_path("device.fov").read_bytes() + b"\n# edited\n")
-    monkeypatch.setattr(cache_module, "_module_path", lambda name: edited_fov if name == "device.fov" else real_path(name))
+    monkeypatch.setattr(cache_module, "_module_path",
+                        lambda name: edited_fov if name == "device.fov" else real_path(name))
     changed = cache_module.preprocess_version()
     assert changed != version and changed.split("+")[0] == version.split("+")[0]
 
 
 def test_cache_errors_say_what_to_do(corrupt_source, tmp_path: Path) -> None:
     source, rows = corrupt_source
-    with pytest.raises(CacheError, match="There is no training cache in .*; create it with `python -m trainer prepare"):
+    with pytest.raises(CacheError,
+                       match=r"There is no training cache in .*; create it with `python -m trainer prepare"):
         TrainingCache.open(tmp_path / "none")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="is not empty and is not a training cache; choose an empty or new folder"):
+    with pytest.raises(DatasetError, match=r"is not empty and is not a training cache; choose an empty or new folder"):
         prepare(_config(source, tmp_path / "other"))
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
     out = tmp_path / "cache"
     prepare(_config(source, out, limit=2))
     (out / MANIFEST).unlink()
-    with pytest.raises(CacheError, match="is incomplete \\(prepare did not finish\\); re-run"):
+    with pytest.raises(CacheError, match=r"is incomplete \(prepare did not finish\); re-run"):
         TrainingCache.open(out)
     prepare(_config(source, out, limit=2))
     cache = TrainingCache.open(out)
@@ -179,9 +184,9 @@ def test_cache_errors_say_what_to_do(corrupt_source, tmp_path: Path) -> None:
     cache._files[image_id].write_bytes(cache._files[image_id].read_bytes()[:-100])
     with pytest.raises(CacheError, match=f"The cache file of {image_id} is damaged; delete it and re-run"):
         cache.read(image_id)
-    with pytest.raises(CacheError, match="The image 1_left is not in the training cache"):
+    with pytest.raises(CacheError, match=r"The image 1_left is not in the training cache"):
         cache.read("1_left")
-    with pytest.raises(CacheError, match="There is no split called 'dev'; use train, val or test"):
+    with pytest.raises(CacheError, match=r"There is no split called 'dev'; use train, val or test"):
         cache.records("dev")
 
 
@@ -215,7 +220,7 @@ def test_one_prepare_at_a_time_and_copied_caches_open_with_a_warning(tmp_path: P
     out.mkdir()
     with open(out / ".prepare.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running prepare would
-        with pytest.raises(DatasetError, match="Another prepare is writing to .*; wait for it to finish"):
+        with pytest.raises(DatasetError, match=r"Another prepare is writing to .*; wait for it to finish"):
             prepare(_config(source, out))
     prepare(_config(source, out))
 
@@ -223,6 +228,6 @@ def test_one_prepare_at_a_time_and_copied_caches_open_with_a_warning(tmp_path: P
     with pytest.warns(UserWarning, match="is absent, so its images were not checked"):
         cache = TrainingCache.open(out)
     assert cache.summary()["source_verified"] is False and len(cache.records()) == 2
-    with pytest.raises(CacheError, match="is stale: 3 source file\\(s\\) changed or disappeared"):
+    with pytest.raises(CacheError, match=r"is stale: 3 source file\(s\) changed or disappeared"):
         TrainingCache.open(out, verify_source=True)
     assert len(TrainingCache.open(out, verify_source=False).records()) == 2

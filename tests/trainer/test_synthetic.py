@@ -90,10 +90,10 @@ def test_lesion_sizes_are_realistic_at_512():
         f = generate_fundus(seed, size=512, lesions=ALL_LESIONS)
         for t in LESION_TYPES:
             extents[t].extend(_component_extents(f.masks[t]))
-    assert 1 <= min(extents["red_small_dots"]) and max(extents["red_small_dots"]) <= 3
-    assert 2 <= min(extents["haemorrhages"]) and max(extents["haemorrhages"]) <= 26
+    assert min(extents["red_small_dots"]) >= 1 and max(extents["red_small_dots"]) <= 3
+    assert min(extents["haemorrhages"]) >= 2 and max(extents["haemorrhages"]) <= 26
     assert max(extents["haemorrhages"]) >= 12  # blotches, not only dots
-    assert 5 <= min(extents["soft_exudates"]) and max(extents["soft_exudates"]) <= 31
+    assert min(extents["soft_exudates"]) >= 5 and max(extents["soft_exudates"]) <= 31
     assert max(extents["hard_exudates"]) <= 60  # small dots, merged at most into a cluster
     assert np.median(extents["hard_exudates"]) <= 8
 

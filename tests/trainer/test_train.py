@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from device.errors import ConfigError  # noqa: E402
-from trainer.training.train import augment_placement, load_run_model, train, validate_run  # noqa: E402
-from trainer.training.config import load_train_config  # noqa: E402
+from device.errors import ConfigError
+from trainer.training.config import load_train_config
+from trainer.training.train import augment_placement, load_run_model, train, validate_run
 
 RUN_FILES = ("config.json", "version.json", "data.json", "history.csv", "history.json", "curves.png", "roc.png",
              "val_predictions.csv", "summary.json", "best.weights.h5", "last.weights.h5", "checkpoint.npz")
@@ -76,14 +74,16 @@ def test_an_existing_run_is_never_overwritten_and_resume_needs_the_same_config(t
         train(other, run_dir, resume=True)
     # Resuming a finished run trains nothing more and reports the same best epoch.
     again = train(cfg, run_dir, resume=True, log=lambda line: None)
-    assert again["epochs_done"] == 2 and again["best_epoch"] == json.loads((run_dir / "summary.json").read_text())["best_epoch"]
+    best_epoch = json.loads((run_dir / "summary.json").read_text())["best_epoch"]
+    assert again["epochs_done"] == 2 and again["best_epoch"] == best_epoch
 
 
 def test_missing_run_folder_and_missing_checkpoint_are_one_sentence(tmp_path, synthetic_kaggle):
     with pytest.raises(ConfigError, match=r"is not a run folder \(no config.json\); give the folder `train` wrote\."):
         load_run_model(tmp_path)
     cfg = load_train_config("tiny", overrides={"data.path": str(synthetic_kaggle)})
-    with pytest.raises(ConfigError, match=r"There is no checkpoint in .* to resume from; start the run without --resume\."):
+    with pytest.raises(ConfigError, match=r"There is no checkpoint in .* to resume from; start the run without "
+                                          r"--resume\."):
         train(cfg, tmp_path / "new", resume=True)
 
 

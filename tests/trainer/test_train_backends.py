@@ -13,10 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("keras")
-pytest.importorskip("jax")
+from trainer.training.train import load_run_model
 
-from trainer.training.train import load_run_model  # noqa: E402
+pytest.importorskip("jax")  # the trainer area needs TensorFlow; this module needs the jax extra as well
 
 JAX_RUN = textwrap.dedent("""
     import sys
@@ -54,7 +53,7 @@ def _env(backend: str) -> dict:
 
 
 @pytest.mark.slow
-def test_jax_training_on_two_devices_and_weights_are_interchangeable_with_tensorflow(tf_run, synthetic_kaggle,  # noqa: F811
+def test_jax_training_on_two_devices_and_weights_are_interchangeable_with_tensorflow(tf_run, synthetic_kaggle,
                                                                                     tmp_path):
     tf_dir = tf_run[0]
     jax_dir, x_path, out = tmp_path / "tiny_jax", tmp_path / "x.npy", tmp_path / "pred.npz"
@@ -80,7 +79,7 @@ def test_jax_training_on_two_devices_and_weights_are_interchangeable_with_tensor
 
 
 @pytest.mark.slow
-def test_tensorflow_mirrored_strategy_on_two_virtual_cpus(synthetic_kaggle, tmp_path):  # noqa: F811
+def test_tensorflow_mirrored_strategy_on_two_virtual_cpus(synthetic_kaggle, tmp_path):
     run_dir = tmp_path / "tiny_tf_dp"
     proc = subprocess.run([sys.executable, "-c", TF_DATA_PARALLEL_RUN, str(synthetic_kaggle), str(run_dir)],
                           env=_env("tensorflow"), capture_output=True, text=True, timeout=600)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from trainer.training.augment import FundusAugment, augment_batch  # noqa: E402
-from trainer.training.input_pipeline import BatchSequence, ImageSet, class_weights  # noqa: E402
+from trainer.training.augment import FundusAugment, augment_batch
+from trainer.training.input_pipeline import BatchSequence, ImageSet, class_weights
 
 SIZE = 32
 

@@ -12,9 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("keras")
-
-from trainer.training.checkpoint import TrainingCheckpoint  # noqa: E402
+from trainer.training.checkpoint import TrainingCheckpoint
 
 EPOCHS, KILL_EPOCH, KILL_BATCH = 4, 2, 1  # killed after batch 1 of the third epoch (0-based epoch 2)
 STEPS = 3  # tiny preset: 12 training images, batch 4
@@ -51,7 +49,7 @@ def _iterations(run_dir) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_finishes_with_the_schedule_continuing(synthetic_kaggle, tmp_path):  # noqa: F811
+def test_sigkill_mid_epoch_then_resume_finishes_with_the_schedule_continuing(synthetic_kaggle, tmp_path):
     run_dir = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(synthetic_kaggle), str(run_dir)],
                             env=_env(), capture_output=True, text=True, timeout=300)

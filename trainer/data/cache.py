@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.atomic import sha256_file, write_atomic
+from device.atomic import sha256_file
 from trainer.data.eyepacs import DatasetError
 
 CACHE_FORMAT = "dr-cam-training-cache/1"
@@ -193,14 +193,18 @@ class TrainingCache:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             if (path / JOURNAL).is_file() or (path / STATE).is_file():
-                raise CacheError(f"The training cache {path} is incomplete (prepare did not finish); {PREPARE_HINT} to complete it.")
-            raise CacheError(f"There is no training cache in {path}; create it with `python -m trainer prepare SOURCE --out {path}`.")
+                raise CacheError(f"The training cache {path} is incomplete (prepare did not finish); {PREPARE_HINT} to "
+                                 "complete it.")
+            raise CacheError(f"There is no training cache in {path}; create it with `python -m trainer prepare SOURCE "
+                             f"--out {path}`.")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CacheError(f"The manifest of the training cache {path} cannot be read ({exc}); {PREPARE_HINT}.") from exc
+            raise CacheError(f"The manifest of the training cache {path} cannot be read ({exc}); "
+                             f"{PREPARE_HINT}.") from exc
         if manifest.get("format") != CACHE_FORMAT or manifest.get("codec") != CODEC:
-            raise CacheError(f"The training cache {path} has an unknown format ({manifest.get('format')}); {PREPARE_HINT} to rebuild it.")
+            raise CacheError(f"The training cache {path} has an unknown format ({manifest.get('format')}); "
+                             f"{PREPARE_HINT} to rebuild it.")
         current = preprocess_version()
         if manifest.get("preprocess_version") != current:
             raise CacheError(
@@ -210,7 +214,8 @@ class TrainingCache:
         root = Path(manifest["source"]["root"])
         verify = root.is_dir() if verify_source is None else verify_source
         if verify_source is None and not verify:
-            warnings.warn(f"The source folder {root} of the training cache {path} is absent, so its images were not checked.",
+            warnings.warn(f"The source folder {root} of the training cache {path} is absent, so its images were not "
+                          "checked.",
                           stacklevel=2)
         if verify:
             cls._verify_source(path, root, manifest)
@@ -218,13 +223,15 @@ class TrainingCache:
 
     @staticmethod
     def _verify_source(path: Path, root: Path, manifest: dict) -> None:
-        checked = [(root / r["source"], r["source_size"], r["source_mtime_ns"], r["source_sha256"]) for r in manifest["records"]]
-        checked += [(root / f["path"], f["size"], f["mtime_ns"], f["sha256"]) for f in manifest["source"]["label_files"]]
+        checked = [(root / r["source"], r["source_size"], r["source_mtime_ns"], r["source_sha256"])
+                   for r in manifest["records"]]
+        checked += [(root / f["path"], f["size"], f["mtime_ns"], f["sha256"])
+                    for f in manifest["source"]["label_files"]]
         changed = [str(p) for p, size, mtime, digest in checked if source_changed(p, size, mtime, digest)]
         if changed:
             raise CacheError(
-                f"The training cache {path} is stale: {len(changed)} source file(s) changed or disappeared since it was "
-                f"made (first: {changed[0]}); {PREPARE_HINT} to rebuild it."
+                f"The training cache {path} is stale: {len(changed)} source file(s) changed or disappeared since it "
+                f"was made (first: {changed[0]}); {PREPARE_HINT} to rebuild it."
             )
 
     def records(self, split: str | None = None) -> list[CacheRecord]:
@@ -248,7 +255,8 @@ class TrainingCache:
         """Read-only RGB view and mask of one image (``read`` copies; ``read_many`` copies into its batch)."""
         file = self._files.get(image_id)
         if file is None:
-            raise CacheError(f"The image {image_id} is not in the training cache {self.path}; check the id against records().")
+            raise CacheError(f"The image {image_id} is not in the training cache {self.path}; check the id against "
+                             "records().")
         try:
             data = file.read_bytes()
         except OSError as exc:

@@ -111,7 +111,8 @@ class DiaretDB1:
         self._check(image_id)
         if self.xml_dir is None:
             raise DatasetError(
-                f"No v2.1 expert XMLs (ddb1_v02_01/groundtruth) were found beside {self.root}; add them to rebuild maps.")
+                f"No v2.1 expert XMLs (ddb1_v02_01/groundtruth) were found beside {self.root}; add them to rebuild "
+                "maps.")
         return rebuild_fused_maps(self.xml_dir, image_id, self.shape)
 
     def lesion_masks(self, image_id: str) -> dict[str, np.ndarray]:

@@ -74,7 +74,8 @@ def parse_expert_xml(path: str | Path) -> list[Marking]:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise DatasetError(
-            f"The DiaretDB1 annotation {path} is missing or not valid XML; restore it from the original release.") from exc
+            f"The DiaretDB1 annotation {path} is missing or not valid XML; restore it from the original "
+            "release.") from exc
     markings: list[Marking] = []
     for node in root.iter("marking"):
         lesion_type = XML_MARKING_TYPES.get((node.findtext("markingtype") or "").strip())
@@ -83,7 +84,8 @@ def parse_expert_xml(path: str | Path) -> list[Marking]:
         level = CONFIDENCE_LEVELS.get((node.findtext("confidencelevel") or "").strip())
         if level is None:
             raise DatasetError(
-                f"A marking in {path} has no High/Medium/Low confidence level; restore the file from the original release.")
+                f"A marking in {path} has no High/Medium/Low confidence level; restore the file from the original "
+                "release.")
         if (region := node.find("circleregion")) is not None:
             r = float(region.findtext("radius", "0"))
             markings.append(Marking(lesion_type, level, "circle", _xy(region.find("centroid/coords2d"), path), (r, r)))

@@ -111,7 +111,8 @@ class EyePACSDataset:
         if not root.is_dir():
             raise DatasetError(f"The dataset folder {root} does not exist; check the path and try again.")
         if not 1 <= referable_level <= MAX_LEVEL:
-            raise DatasetError(f"The referable level must be between 1 and {MAX_LEVEL}, not {referable_level}; pass e.g. 2.")
+            raise DatasetError(f"The referable level must be between 1 and {MAX_LEVEL}, not {referable_level}; pass "
+                               "e.g. 2.")
         parts = _find_parts(root, labels, images_dir)
         layout = "explicit" if images_dir is not None else parts[0]
         found: list[EyePACSImage] = []
@@ -183,12 +184,14 @@ def read_labels(path: Path) -> dict[str, int]:
         reader = csv.DictReader(handle)
         columns = {name.strip().lower(): name for name in reader.fieldnames or []}
         if "image" not in columns or "level" not in columns:
-            raise DatasetError(f"The label file {path} needs the columns image and level (Kaggle layout); fix its header.")
+            raise DatasetError(f"The label file {path} needs the columns image and level (Kaggle layout); fix its "
+                               "header.")
         for line, row in enumerate(reader, start=2):
             image_id = _strip_suffix((row[columns["image"]] or "").strip())
             text = (row[columns["level"]] or "").strip()
             if not image_id or not text.isdigit() or int(text) > MAX_LEVEL:
-                raise DatasetError(f"Line {line} of {path} is not an image name with a grade 0-{MAX_LEVEL}; fix or delete that row.")
+                raise DatasetError(f"Line {line} of {path} is not an image name with a grade 0-{MAX_LEVEL}; fix or "
+                                   "delete that row.")
             if image_id in levels:
                 raise DatasetError(f"The image {image_id} is listed twice in {path} (line {line}); keep one row.")
             levels[image_id] = int(text)
@@ -218,7 +221,8 @@ def split_by_patient(
         DatasetError: ``val_fraction`` is outside [0, 1).
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise DatasetError(f"The validation fraction must be at least 0 and below 1, not {val_fraction}; pass e.g. 0.2.")
+        raise DatasetError(f"The validation fraction must be at least 0 and below 1, not {val_fraction}; pass e.g. "
+                           "0.2.")
     split = {image.image_id: image.split for image in images if image.split is not None}
     patient_label: dict[str, int] = {}
     for image in images:
@@ -260,10 +264,12 @@ def _find_parts(
             candidates = [root / KAGGLE_TRAIN[1], root / FLAT_LABELS, folder / FLAT_LABELS]
             label_path = next((p for p in candidates if p.is_file()), None)
             if label_path is None:
-                raise DatasetError(f"No trainLabels.csv or labels.csv was found in {root}; pass the label file with --labels.")
+                raise DatasetError(f"No trainLabels.csv or labels.csv was found in {root}; pass the label file with "
+                                   "--labels.")
         return "explicit", [(folder, label_path, None)]
     if (root / KAGGLE_TRAIN[0]).is_dir():
-        parts: list[tuple[Path, Path, str | None]] = [(root / KAGGLE_TRAIN[0], label_path or root / KAGGLE_TRAIN[1], None)]
+        parts: list[tuple[Path, Path, str | None]] = [
+            (root / KAGGLE_TRAIN[0], label_path or root / KAGGLE_TRAIN[1], None)]
         if (root / KAGGLE_TEST[0]).is_dir() and (root / KAGGLE_TEST[1]).is_file():
             parts.append((root / KAGGLE_TEST[0], root / KAGGLE_TEST[1], "test"))
         return "kaggle", parts

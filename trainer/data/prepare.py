@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,10 +27,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from device.atomic import sha256_file, write_atomic
 from device.errors import ScreeningError
 from trainer.data.cache import (
-    CACHE_FORMAT, CODEC, JOURNAL, MANIFEST, SHARDS, SKIPPED_CSV, STATE, TrainingCache,
-    encode_entry, preprocess_version, shard_path,
+    CACHE_FORMAT,
+    CODEC,
+    JOURNAL,
+    MANIFEST,
+    SHARDS,
+    SKIPPED_CSV,
+    STATE,
+    TrainingCache,
+    encode_entry,
+    preprocess_version,
+    shard_path,
 )
-from trainer.data.eyepacs import REFERABLE_LEVEL, VAL_FRACTION, DatasetError, EyePACSDataset, EyePACSImage, split_by_patient
+from trainer.data.eyepacs import (
+    REFERABLE_LEVEL,
+    VAL_FRACTION,
+    DatasetError,
+    EyePACSDataset,
+    EyePACSImage,
+    split_by_patient,
+)
 
 LOCK = ".prepare.lock"  # one prepare per cache folder at a time
 JOURNAL_FSYNC_S = 2.0  # fsync the journal at most this often; a lost tail only means those images are redone
@@ -86,7 +102,8 @@ def prepare(config: PrepareConfig) -> dict:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel even after SIGKILL
         except OSError as exc:
-            raise DatasetError(f"Another prepare is writing to {out}; wait for it to finish or choose another --out.") from exc
+            raise DatasetError(f"Another prepare is writing to {out}; wait for it to finish or choose another "
+                               "--out.") from exc
         _claim_folder(out, {"format": CACHE_FORMAT, "codec": CODEC, "preprocess_version": preprocess_version(),
                             "size": config.size})
         done = _read_journal(out / JOURNAL)
@@ -123,8 +140,10 @@ def _check_folder(out: Path) -> None:
     """Refuse an ``--out`` that is a file or a folder with other content (it would be mixed with the cache)."""
     if out.exists() and not out.is_dir():
         raise DatasetError(f"The cache path {out} is a file; choose a folder for --out.")
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not ((out / STATE).is_file() or (out / MANIFEST).is_file()):
-        raise DatasetError(f"The folder {out} is not empty and is not a training cache; choose an empty or new folder for --out.")
+    is_cache = (out / STATE).is_file() or (out / MANIFEST).is_file()
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not is_cache:
+        raise DatasetError(f"The folder {out} is not empty and is not a training cache; choose an empty or new folder "
+                           "for --out.")
 
 
 def _claim_folder(out: Path, state: dict) -> None:
@@ -242,7 +261,7 @@ def _manifest(config: PrepareConfig, dataset: EyePACSDataset, images: tuple[EyeP
         "limit": config.limit,
         "dataset": {"labels_without_image": dataset.labels_without_image,
                     "images_without_label": len(dataset.images_without_label)},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "last_run": {"processed": n_processed, "elapsed_s": round(elapsed_s, 2), "workers": config.workers},
         "records": records, "skipped": skipped,
     }
@@ -288,7 +307,8 @@ def prepare_one(task: Task) -> dict:
         return {**entry, "status": "skipped", "error": type(exc).__name__, "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001 - one odd file must never stop a 35,000-image run
         return {**entry, "status": "skipped", "error": type(exc).__name__,
-                "reason": f"The file {name} could not be preprocessed ({type(exc).__name__}: {exc}); inspect or remove it."}
+                "reason": f"The file {name} could not be preprocessed ({type(exc).__name__}: {exc}); inspect or remove "
+                          "it."}
     return entry
 
 
@@ -297,7 +317,8 @@ def print_summary(summary: dict) -> None:
     print(f"cache {summary['cache']}: {summary['images']} images at {summary['size']} px "
           f"(preprocessing {summary['preprocess_version']}), {summary['skipped']} skipped")
     for split, counts in summary["splits"].items():
-        print(f"  {split:5s} {counts['images']:6d} images  {counts['patients']:6d} patients  {counts['referable']:6d} referable")
+        print(f"  {split:5s} {counts['images']:6d} images  {counts['patients']:6d} patients  {counts['referable']:6d} "
+              "referable")
     for item in summary["skipped_images"]:
         print(f"  skipped {item['image_id']}: {item['reason']}")
     if summary["labels_without_image"] or summary["images_without_label"]:

@@ -48,7 +48,7 @@ class GroundTruth:
         return int(self.areas.size)
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray, connectivity: int = 8) -> "GroundTruth":
+    def from_mask(cls, mask: np.ndarray, connectivity: int = 8) -> GroundTruth:
         """Label a boolean ground-truth mask (H, W) into components."""
         n, labels = cv2.connectedComponents(np.asarray(mask, dtype=np.uint8), connectivity=connectivity,
                                             ltype=cv2.CV_32S)

@@ -14,12 +14,12 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
-from device.model.card import CLASS_NAMES  # noqa: E402
-from device.regions import propose_regions  # noqa: E402
-from trainer.evaluate.config import EvaluationConfig  # noqa: E402
+from device.model.card import CLASS_NAMES
+from device.regions import propose_regions
+from trainer.evaluate.config import EvaluationConfig
 
 MAX_WIDTH = 900  # px per panel: enough to see red small dots, small enough to draw quickly
 HEAT_ALPHA = 0.5  # opacity of the heat map at its maximum

@@ -8,9 +8,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from trainer.evaluate.paper import PAPER  # noqa: E402
+from trainer.evaluate.paper import PAPER
 
 SUBSET_STYLE = {"all": ("tab:blue", "all {n}"), "test": ("tab:orange", "test {n}")}
 TYPE_TITLES = {"haemorrhages": "Haemorrhages", "hard_exudates": "Hard exudates", "soft_exudates": "Soft exudates",

@@ -12,9 +12,10 @@ map is already on the photograph's pixel grid, in CAM units. Three kinds:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 

@@ -18,7 +18,6 @@ from trainer.evaluate.config import EvaluationConfig
 from trainer.evaluate.matching import GroundTruth, match_regions
 from trainer.evaluate.scored import ScoredImage, region_peaks, score_image
 
-
 FIELDS = ("n_regions", "detected", "detected_any", "false_positives", "false_positives_any",
           "image_hit_overlap", "image_hit_pixel")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from device.atomic import write_atomic
 from device.notice import RESEARCH_NOTICE
@@ -129,7 +130,8 @@ def render_markdown(metrics: dict[str, Any], overlay_ids: Sequence[str] = ()) ->
         lines += [f"- [overlays/{i}.png](overlays/{i}.png)" for i in overlay_ids]
         lines.append("")
     t = metrics["timing"]
-    lines += ["## Timing", "", f"{t['n_images']} images: reading {t['load_s']:.1f} s, inference {t['inference_s']:.1f} s"
+    lines += ["## Timing", "", f"{t['n_images']} images: reading {t['load_s']:.1f} s, inference {t['inference_s']:.1f} "
+                               "s"
               f" (preprocessing + model + CAM mapping), metrics {t['metrics_s']:.1f} s (regions, matching, "
               f"bootstrap), overlays {t['overlays_s']:.1f} s.", ""]
     return "\n".join(lines)

@@ -18,24 +18,37 @@ import io
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.atomic import write_atomic
 from device.model.bundle import load_bundle
-from device.model.card import (CAM_STRIDE, CARD_FILE, MODEL_FILE, SELFTEST_FILE, ExportFormat, InputSpec, ModelCard,
-                               NetworkInfo, OutputSpec, Quantisation, RepresentativeData, SelfTest, Thresholds,
-                               TrainingData)
+from device.model.card import (
+    CAM_STRIDE,
+    CARD_FILE,
+    MODEL_FILE,
+    SELFTEST_FILE,
+    ExportFormat,
+    InputSpec,
+    ModelCard,
+    NetworkInfo,
+    OutputSpec,
+    Quantisation,
+    RepresentativeData,
+    SelfTest,
+    Thresholds,
+    TrainingData,
+)
+from device.model.runtime import LiteRTRuntime, TensorSpec
+from device.notice import RESEARCH_NOTICE
 from device.preprocess import InputNormalisation, standardise
 from device.regions import REGION_THRESHOLD, CardCAMNormalisation
-from device.model.runtime import LiteRTRuntime, TensorSpec
-from device.atomic import write_atomic
-from device.notice import RESEARCH_NOTICE
-from trainer.export.convert import ExportError, convert_to_tflite
 from trainer.evaluate.threshold import choose_threshold
+from trainer.export.convert import ExportError, convert_to_tflite
 from trainer.export.parity import parity_report, write_report
 from trainer.export.representative import SELFTEST_SEED, dataset_images, synthetic_crops, synthetic_images
 from trainer.training.run_folder import code_version
@@ -158,7 +171,7 @@ def _card(model, options: ExportOptions, runtime: LiteRTRuntime, flatbuffer: byt
         parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
         selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
                           cam_min_corr=cam_min_corr),
-        code_version=code_version(), created=datetime.now(timezone.utc), source=source, licence=MODEL_LICENCE,
+        code_version=code_version(), created=datetime.now(UTC), source=source, licence=MODEL_LICENCE,
     )
 
 
@@ -259,7 +272,8 @@ def training_summary(dataset, size: int, licence: str | None = None, recipe: str
         dataset=name, image_size=size, n_train=summary["train"]["images"], n_validation=summary["val"]["images"],
         n_train_referable=summary["train"]["referable"], n_validation_referable=summary["val"]["referable"],
         licence=licence,
-        notes=f"{recipe + '; ' if recipe else ''}patient-level split; {summary.get('skipped', 0)} unusable images skipped",
+        notes=f"{recipe + '; ' if recipe else ''}patient-level split; {summary.get('skipped', 0)} unusable images "
+              "skipped",
     )
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from device.atomic import write_atomic
 from device.model.bundle import map_correlation
 from device.regions import propose_regions
-from device.atomic import write_atomic
 
 AUC_DIFF_MAX = 0.01  # issue 6: |AUC(TFLite) - AUC(Keras)| on the held-out set
 CAM_CORR_MEDIAN_MIN = 0.98  # issue 6: median Pearson correlation of the CAMs

@@ -1,8 +1,8 @@
 """Image sets used by the export: int8 calibration, the held-out parity/threshold set, and the self-test set.
 
 Calibration and parity images come from the training data (a ``trainer prepare`` cache or the EyePACS folder,
-through ``trainer.training.input_pipeline.load_images``, with the run's own patient-level split), standardised exactly as
-the trainer and the unit do (:func:`device.preprocess.standardise`). Without training data, synthetic fundus
+through ``trainer.training.input_pipeline.load_images``, with the run's own patient-level split), standardised
+exactly as the trainer and the unit do (:func:`device.preprocess.standardise`). Without training data, synthetic fundus
 photographs (:mod:`trainer.synthetic`) stand in, and :attr:`ExportImages.source` says so, so the model card can
 record it. The
 self-test set is always synthetic: a bundle never contains licensed images.

@@ -16,9 +16,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.export.bundle import (
+    ExportOptions,
+    ExportResult,
+    export_bundle,
+    flatten_metrics,
+    set_default_model,
+    training_summary,
+)
 from trainer.export.convert import ExportError
-from trainer.export.bundle import ExportOptions, ExportResult, export_bundle, flatten_metrics, set_default_model, \
-    training_summary
 
 DATA_FROM_RUN = "run"
 DATA_SYNTHETIC = "synthetic"
@@ -45,8 +51,8 @@ def _load_model(source: Path, which: str):
 
 def _load_data(data: str, config, size: int):
     """The training data to calibrate and check with, or None for synthetic images."""
-    from trainer.training.input_pipeline import load_images
     from trainer.training.config import DataConfig
+    from trainer.training.input_pipeline import load_images
 
     if data == DATA_SYNTHETIC or (data == DATA_FROM_RUN and config is None):
         return None

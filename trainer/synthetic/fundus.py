@@ -204,7 +204,7 @@ def generate_fundus(
     fov_alpha = np.clip(np.float32(r + 0.5) - dist, 0.0, 1.0)
     bg_noise = rng.random((h, w), dtype=np.float32) * np.float32(3.0)
     out = []
-    for c, plane in enumerate(planes):
+    for plane in planes:
         plane += (rng.random((h, w), dtype=np.float32) - np.float32(0.5)) * sigma
         bg = bg_noise + np.float32(rng.uniform(2.0, 7.0))
         plane -= bg

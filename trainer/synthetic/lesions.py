@@ -165,7 +165,7 @@ def draw_lesions(
     maps = {t: np.zeros(shape, np.uint8) for t in LESION_TYPES}
     lesions: list[Lesion] = []
 
-    for i in range(counts.get("red_small_dots", 0)):
+    for _ in range(counts.get("red_small_dots", 0)):
         d = rng.uniform(*RED_DOT_DIAMETER) * scale
         radius = int(round((d - 1) / 2))
         pos = placer.place("red_small_dots", radius + 0.5)

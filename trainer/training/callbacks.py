@@ -11,7 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer.training.checkpoint import TrainingCheckpoint, fsync_dir
+from device.atomic import fsync_dir
+from trainer.training.checkpoint import TrainingCheckpoint
 from trainer.training.run_folder import RunFolder
 
 BEST_WEIGHTS = "best.weights.h5"

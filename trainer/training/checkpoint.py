@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.atomic import fsync_dir, write_atomic  # noqa: F401 - fsync_dir is re-exported for the callbacks
+from device.atomic import write_atomic
 from device.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.npz"

@@ -3,8 +3,8 @@
 Every field documents its unit and limits; unknown keys are rejected. ``load_train_config`` turns any problem into
 one :class:`device.errors.ConfigError` sentence naming the field and the reason, before any work starts.
 
-Presets live in ``trainer/training/presets/<name>.toml``: ``paper`` is exactly the recipe of DESIGN.md §2.2 and must stay
-so; ``improved`` collects the changes measured to help on small data; ``tiny`` is for tests and smoke runs.
+Presets live in ``trainer/training/presets/<name>.toml``: ``paper`` is exactly the recipe of DESIGN.md §2.2 and must
+stay so; ``improved`` collects the changes measured to help on small data; ``tiny`` is for tests and smoke runs.
 """
 
 from __future__ import annotations

@@ -164,7 +164,8 @@ class BatchSequence(keras.utils.PyDataset):
         workers: background threads (0 = in the training loop).
         first_epoch: epoch whose shuffle order is served first (a resumed run starts where it stopped).
         hflip: serve the images flipped left-right (flip test-time augmentation).
-        augment: keyword arguments of :func:`trainer.training.augment.augment_batch` to augment in the pipeline, or None.
+        augment: keyword arguments of :func:`trainer.training.augment.augment_batch` to augment in the pipeline, or
+            None.
     """
 
     def __init__(self, images: ImageSet, indices: np.ndarray, batch_size: int, normalisation: str = "per_image",

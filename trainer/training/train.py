@@ -24,14 +24,14 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
+from trainer.model import build_cam_model
 from trainer.training.augment import FundusAugment
+from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
 from trainer.training.checkpoint import TrainingCheckpoint
+from trainer.training.config import TrainConfig, load_train_config
 from trainer.training.distribute import setup_runtime
 from trainer.training.input_pipeline import BatchSequence, class_weights, load_images
-from trainer.model import build_cam_model
 from trainer.training.run_folder import RunFolder
-from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
-from trainer.training.config import TrainConfig, load_train_config
 
 CONFIG_NAME = "config.json"
 
@@ -91,7 +91,8 @@ def _augment_kwargs(cfg: TrainConfig) -> dict:
                 vflip=aug.vflip)
 
 
-def build_training(cfg: TrainConfig, steps_per_epoch: int, accelerator: str = "cpu") -> tuple[TrainingModel, keras.Model]:
+def build_training(cfg: TrainConfig, steps_per_epoch: int,
+                   accelerator: str = "cpu") -> tuple[TrainingModel, keras.Model]:
     """Build and compile the training model (call inside the runtime's scope; ``accelerator`` from the runtime)."""
     keras.utils.set_random_seed(cfg.seed)
     cam_model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)

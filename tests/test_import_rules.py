@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import import_graph
+
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "common": {"device", "trainer", "firmware_bridge", "tensorflow", "keras", "jax", "torch"},
@@ -16,6 +18,10 @@ FORBIDDEN = {
 }
 # Hardware and runtime libraries: only ever imported inside a function of their adapter module.
 LAZY_ONLY = {"picamera2", "serial", "ai_edge_litert", "tflite_runtime"}
+# The parts of the unit the trainer shares (docs/ARCHITECTURE.md): never the kiosk, camera, display or records.
+TRAINER_MAY_IMPORT_FROM_DEVICE = {"device.atomic", "device.errors", "device.imageio", "device.model.bundle",
+                                  "device.model.card", "device.model.runtime", "device.notice", "device.preprocess",
+                                  "device.regions"}
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -43,6 +49,13 @@ def test_packages_do_not_import_forbidden_packages():
                 if name in forbidden:
                     offences.append(f"{path.relative_to(REPO)} imports {name}")
     assert not offences, offences
+
+
+def test_trainer_takes_only_the_shared_parts_of_the_unit():
+    taken = {dep for module, deps in import_graph().items() if module.startswith("trainer") for dep in deps
+             if dep.split(".")[0] == "device"}
+    assert taken, "the graph should see the trainer's imports of device"
+    assert taken <= TRAINER_MAY_IMPORT_FROM_DEVICE, sorted(taken - TRAINER_MAY_IMPORT_FROM_DEVICE)
 
 
 def test_hardware_libraries_are_imported_lazily():

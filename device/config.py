@@ -30,7 +30,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"
 EYES = ("right", "left")
 # The ``type`` values of the hardware sections: pydantic puts them in an error's location, a person never writes them.
-TYPE_TAGS = frozenset(CAMERAS) | frozenset(MODELS) | frozenset(DISPLAYS) | frozenset(LINKS)
+TYPE_TAGS = frozenset(CAMERAS.tags + MODELS.tags + DISPLAYS.tags + LINKS.tags)
 
 
 class KioskConfig(BaseModel):

@@ -9,25 +9,22 @@ Both the config union (:data:`LinkConfig`, part of the unit's config) and :func:
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from common.config import first_error_sentence
+from common.factory import ConfigTable
 from firmware_bridge.config import FakeLinkConfig, LinkConfigError, NoneLinkConfig, SerialLinkConfig
 from firmware_bridge.fake import FakeLink, NullLink
 from firmware_bridge.link import UnitLink
 from firmware_bridge.serial_link import SerialLink
 
 # Config ``type`` -> (config class, implementation): the config union and open_link() both come from this table.
-LINKS = {
+LINKS = ConfigTable({
     "none": (NoneLinkConfig, NullLink),
     "fake": (FakeLinkConfig, FakeLink),
     "serial": (SerialLinkConfig, SerialLink),
-}
-_CONFIGS = tuple(config for config, _ in LINKS.values())
-LinkConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
-_ADAPTER: TypeAdapter = TypeAdapter(LinkConfig)
+})
+LinkConfig = LINKS.union
 
 
 def parse_link_config(data: object) -> LinkConfig:
@@ -44,13 +41,11 @@ def parse_link_config(data: object) -> LinkConfig:
     """
     if data is None:
         return NoneLinkConfig()
-    if isinstance(data, _CONFIGS):
-        return data
     try:
-        return _ADAPTER.validate_python(data)
+        return LINKS.validate(data)
     except ValidationError as exc:
         raise LinkConfigError(first_error_sentence(exc, "Microcontroller link config", "fix it in the unit config "
-                                                   f"(type is one of {', '.join(LINKS)})", tags=LINKS,
+                                                   f"(type is one of {', '.join(LINKS.tags)})", tags=LINKS.tags,
                                                    whole="type")) from None
 
 
@@ -67,5 +62,4 @@ def open_link(config: object = None) -> UnitLink:
     Raises:
         LinkConfigError: the config itself is invalid (one sentence).
     """
-    cfg = parse_link_config(config)
-    return LINKS[cfg.type][1].from_config(cfg)
+    return LINKS.open(parse_link_config(config))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import OverrideError, apply_overrides, first_error_sentence, parse_value
+from common.factory import ConfigTable
 
 
 class _Inner(BaseModel):
@@ -52,3 +55,33 @@ def test_bad_overrides_are_one_sentence(override, message):
     with pytest.raises(OverrideError) as info:
         apply_overrides({"epochs": 1}, [override], "epochs=10")
     assert str(info.value) == message
+
+
+class _AConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["a"] = "a"
+    n: int = 1
+
+
+class _A:
+    def __init__(self, n: int, extra: str) -> None:
+        self.n, self.extra = n, extra
+
+    @classmethod
+    def from_config(cls, cfg: _AConfig, extra: str = "") -> _A:
+        return cls(cfg.n, extra)
+
+
+def test_config_table_gives_the_union_and_the_factory():
+    table = ConfigTable({"a": (_AConfig, _A)})
+
+    class Holder(BaseModel):
+        part: table.union = Field(default_factory=_AConfig)
+
+    assert Holder.model_validate({"part": {"type": "a", "n": 3}}).part.n == 3
+    built = table.open({"type": "a", "n": 2}, "arg")
+    assert isinstance(built, _A) and (built.n, built.extra) == (2, "arg")
+    config = _AConfig(n=5)
+    assert table.validate(config) is config and table.tags == ("a",)
+    with pytest.raises(ValidationError):
+        table.open({"type": "b"})

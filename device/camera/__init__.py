@@ -10,10 +10,8 @@ The config's ``type`` picks the implementation (``picamera2``, ``opencv``, ``fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Union
 
-from pydantic import Field, TypeAdapter
-
+from common.factory import ConfigTable
 from device.camera.base import Camera, Frame
 from device.camera.fake import FakeCamera, FakeCameraConfig, draw_fundus
 from device.camera.folder import FolderCamera, FolderCameraConfig
@@ -21,15 +19,13 @@ from device.camera.opencv import OpenCVCamera, OpenCVCameraConfig
 from device.camera.picamera import PiCamera, PiCameraConfig
 
 # Config ``type`` -> (config class, implementation): the config union and open_camera() both come from this table.
-CAMERAS = {
+CAMERAS = ConfigTable({
     "picamera2": (PiCameraConfig, PiCamera),
     "opencv": (OpenCVCameraConfig, OpenCVCamera),
     "folder": (FolderCameraConfig, FolderCamera),
     "fake": (FakeCameraConfig, FakeCamera),
-}
-_CONFIGS = tuple(config for config, _ in CAMERAS.values())
-CameraConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
-_ADAPTER: TypeAdapter = TypeAdapter(CameraConfig)
+})
+CameraConfig = CAMERAS.union
 
 __all__ = ["CAMERAS", "Camera", "CameraConfig", "FakeCamera", "FakeCameraConfig", "FolderCamera", "FolderCameraConfig",
            "Frame", "OpenCVCamera", "OpenCVCameraConfig", "PiCamera", "PiCameraConfig", "draw_fundus",
@@ -46,6 +42,4 @@ def open_camera(cfg: object, base_dir: Path | None = None) -> Camera:
     Returns:
         A Camera; nothing is opened yet, so building never fails on absent hardware.
     """
-    if not isinstance(cfg, _CONFIGS):
-        cfg = _ADAPTER.validate_python(cfg)
-    return CAMERAS[cfg.type][1].from_config(cfg, base_dir)
+    return CAMERAS.open(cfg, base_dir)

@@ -9,24 +9,19 @@ The config's ``type`` picks the implementation::
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter
-
+from common.factory import ConfigTable
 from device.display.base import Display, letterbox
 from device.display.fake import FakeDisplay, FakeDisplayConfig
 from device.display.file import FileDisplay, FileDisplayConfig
 from device.display.framebuffer import FramebufferDisplay, FramebufferDisplayConfig, encode_pixels
 
 # Config ``type`` -> (config class, implementation): the config union and open_display() both come from this table.
-DISPLAYS = {
+DISPLAYS = ConfigTable({
     "framebuffer": (FramebufferDisplayConfig, FramebufferDisplay),
     "file": (FileDisplayConfig, FileDisplay),
     "fake": (FakeDisplayConfig, FakeDisplay),
-}
-_CONFIGS = tuple(config for config, _ in DISPLAYS.values())
-DisplayConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
-_ADAPTER: TypeAdapter = TypeAdapter(DisplayConfig)
+})
+DisplayConfig = DISPLAYS.union
 
 __all__ = ["DISPLAYS", "Display", "DisplayConfig", "FakeDisplay", "FakeDisplayConfig", "FileDisplay",
            "FileDisplayConfig", "FramebufferDisplay", "FramebufferDisplayConfig", "encode_pixels", "letterbox",
@@ -45,6 +40,4 @@ def open_display(cfg: object) -> Display:
     Raises:
         HardwareError: the framebuffer is absent or uses an unsupported pixel format (one sentence).
     """
-    if not isinstance(cfg, _CONFIGS):
-        cfg = _ADAPTER.validate_python(cfg)
-    return DISPLAYS[cfg.type][1].from_config(cfg)
+    return DISPLAYS.open(cfg)

@@ -12,22 +12,17 @@ test and laptop demos run with no model file. The config's ``type`` picks the im
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter
-
+from common.factory import ConfigTable
 from device.model.base import ModelContract, Prediction, ScreeningModel
 from device.model.bundle import BundleModelConfig, ModelBundle
 from device.model.fake import FakeModel, FakeModelConfig
 
 # Config ``type`` -> (config class, implementation): the config union and open_model() both come from this table.
-MODELS = {
+MODELS = ConfigTable({
     "bundle": (BundleModelConfig, ModelBundle),
     "fake": (FakeModelConfig, FakeModel),
-}
-_CONFIGS = tuple(config for config, _ in MODELS.values())
-ModelConfig = Annotated[Union[_CONFIGS], Field(discriminator="type")]  # noqa: UP007 - members come from the table
-_ADAPTER: TypeAdapter = TypeAdapter(ModelConfig)
+})
+ModelConfig = MODELS.union
 
 __all__ = ["MODELS", "BundleModelConfig", "FakeModel", "FakeModelConfig", "ModelBundle", "ModelConfig",
            "ModelContract", "Prediction", "ScreeningModel", "open_model"]
@@ -45,6 +40,4 @@ def open_model(cfg: object) -> ScreeningModel:
     Raises:
         ModelError: the bundle is missing, tampered with, fails its self-test, or no runtime is installed.
     """
-    if not isinstance(cfg, _CONFIGS):
-        cfg = _ADAPTER.validate_python(cfg)
-    return MODELS[cfg.type][1].from_config(cfg)
+    return MODELS.open(cfg)

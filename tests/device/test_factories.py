@@ -12,6 +12,6 @@ from firmware_bridge.factory import LINKS
 
 @pytest.mark.parametrize("table", [CAMERAS, DISPLAYS, MODELS, LINKS], ids=["camera", "display", "model", "link"])
 def test_table_keys_are_the_config_types_and_every_implementation_builds_from_its_config(table):
-    for key, (config, implementation) in table.items():
+    for key, (config, implementation) in table.rows.items():
         assert config.model_fields["type"].default == key
         assert callable(getattr(implementation, "from_config", None)), implementation

@@ -9,7 +9,7 @@ from __future__ import annotations
 from firmware_bridge import protocol as P
 from firmware_bridge.vocabulary import check_beep, check_fixation, check_flash, check_level, check_status
 
-FLASH_LEVEL = 255  # full drive for the capture flash; the LED driver's resistor sets the real current
+FLASH_LEVEL = P.ILLUMINATION_MAX  # full drive for the capture flash; the LED driver's resistor sets the real current
 
 # status -> (LEDs steadily on, LEDs blinking, blink period ms). Verdict colours follow screening practice:
 # red = refer, green = no referable DR, amber = ungradable (retake / refer).
@@ -51,15 +51,15 @@ def beep_message(pattern: str) -> tuple[int, bytes]:
 
 
 def illumination_message(level: int) -> tuple[int, bytes]:
-    """SET_ILLUMINATION message; ``level`` 0..255 (PWM duty)."""
+    """SET_ILLUMINATION message; ``level`` 0..``protocol.ILLUMINATION_MAX`` (PWM duty)."""
     return P.SET_ILLUMINATION, bytes((check_level(level),))
 
 
 def flash_message(duration_ms: int, level: int = FLASH_LEVEL) -> tuple[int, bytes]:
-    """FLASH message: one pulse of ``duration_ms`` (1..2000 ms) at ``level`` (1..255)."""
+    """FLASH message: one pulse of ``duration_ms`` (1..``protocol.FLASH_MAX_MS`` ms) at ``level`` (1..255)."""
     check_flash(duration_ms)
     if not check_level(level) >= 1:
-        raise ValueError(f"Flash level {level!r} is out of range: use an integer from 1 to 255.")
+        raise ValueError(f"Flash level {level!r} is out of range: use an integer from 1 to {P.ILLUMINATION_MAX}.")
     return P.FLASH, P.u16(duration_ms) + bytes((level,))
 
 

@@ -7,7 +7,8 @@ export refuses a model outside the tolerances below unless forced; the report is
 
 Usage::
 
-    report = parity_report(keras_outputs, tflite_outputs, held_out, region_threshold=0.65, decision_threshold=0.4)
+    report = parity_report(keras_outputs, tflite_outputs, held_out, region_threshold=card.region_threshold,
+                           decision_threshold=0.4)
     write_report(report, bundle_folder)
 """
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    summary = export_run("runs/improved", formats=("float16", "int8"),
+    summary = export_run("runs/improved", formats=EXPORT_FORMATS,
                          options=ExportOptions(model_id="drcam-eyepacs256"), set_default=True)
 
 A run folder brings its own config, so the export uses the run's input size, normalisation and training data

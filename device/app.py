@@ -71,13 +71,17 @@ def run_kiosk(config: str | Path | None = None, model: str | None = None) -> Kio
     Returns:
         The session summary.
     """
+    from device.console.server import spawn, stop
+
     cfg = load_config(config)
     kiosk = build_kiosk(cfg, model, KeyboardTrigger(sys.stdin))
     for sig in (signal.SIGTERM, signal.SIGINT):  # systemd stop, Ctrl-C: end the session cleanly
         signal.signal(sig, lambda *_: kiosk.stop())
+    console = spawn(cfg, str(config) if config else None)  # [console] enabled = true: the web page too
     try:
         return kiosk.run()
     finally:
+        stop(console)
         _close(kiosk)
 
 
@@ -205,3 +209,22 @@ def selftest(cfg: UnitConfig, model: str | None = None) -> list[Check]:
 
     return [_check("model", check_model), _check("camera", check_camera), _check("display", check_display),
             _check("link", check_link), _check("disk", check_disk)]
+
+
+def record_selftest(cfg: UnitConfig, checks: list[Check]) -> bool:
+    """Append the self-test's outcome to the records' audit trail (the console's unit page shows it).
+
+    Safe while the kiosk runs: the store is opened without crash recovery. Returns False when the records folder
+    cannot be opened (the disk check then says why).
+    """
+    try:
+        store = RecordStore(cfg.records.folder, cfg.records.fsync, recover=False)
+    except ScreeningError:
+        return False
+    try:
+        store.audit("unit", "selftest", {"ok": all(c.ok for c in checks),
+                                         "checks": [{"name": c.name, "ok": c.ok, "message": c.message}
+                                                    for c in checks]})
+    finally:
+        store.close()
+    return True

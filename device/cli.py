@@ -81,10 +81,12 @@ def kiosk_cmd(config: str | None, check_config: bool, model: str | None) -> None
 @click.option("--model", default=None, help="Override the config's model: a bundle folder or 'fake'.")
 def selftest_cmd(config: str | None, model: str | None) -> None:
     """Check model, camera, display, microcontroller link and disk space; exit 1 if any fails."""
-    from device.app import selftest
+    from device.app import record_selftest, selftest
     from device.config import load_config
 
-    checks = selftest(load_config(config), model)
+    cfg = load_config(config)
+    checks = selftest(cfg, model)
+    record_selftest(cfg, checks)
     for c in checks:
         click.echo(f"{'OK  ' if c.ok else 'FAIL'} {c.name:8s} {c.message}")
     sys.exit(0 if all(c.ok for c in checks) else 1)
@@ -108,6 +110,42 @@ def demo_cmd(out_dir: str, model: str | None, patients: int | None) -> None:
         click.echo(f"Session export: {path}")
     if s.errors:
         click.echo(f"{len(s.errors)} problem(s) shown on screen: {s.errors[0]}")
+
+
+@cli.command("console")
+@click.option("--records", default=None, type=click.Path(file_okay=False),
+              help="Records folder to serve; default: the config's [records] folder.")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="Unit config (TOML) with the [console] section; default: the demo config.")
+@click.option("--host", default=None, help="Address to listen on (default: the config's, 127.0.0.1).")
+@click.option("--port", default=None, type=click.IntRange(1024, 65535), help="TCP port (default: the config's, 8080).")
+def console_cmd(records: str | None, config: str | None, host: str | None, port: int | None) -> None:
+    """Serve the operator console (day list, patients, referral letters, exports, unit page) in a browser."""
+    from device.console.server import serve, settings_for
+
+    interactive = sys.stdin.isatty()
+    serve(settings_for(config, records), host, port,
+          prompt=(lambda text, hide: click.prompt(text, hide_input=hide, confirmation_prompt=hide))
+          if interactive else None)
+
+
+@cli.command("console-password")
+@click.option("--records", default=None, type=click.Path(file_okay=False),
+              help="Records folder the console serves; default: the config's [records] folder.")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="Unit config (TOML); default: the demo config.")
+@click.option("--user", default="clinic", show_default=True, help="User name (1-32 letters, digits, . _ -).")
+@click.password_option("--password", prompt="PIN or password (6 characters or more)",
+                       help="Read from the terminal when omitted (twice).")
+def console_password_cmd(records: str | None, config: str | None, user: str, password: str) -> None:
+    """Add a console user or change a PIN (kept as a salted Argon2id hash, file readable by this user only)."""
+    from device.console.auth import Credentials
+    from device.console.server import settings_for
+
+    s = settings_for(config, records)
+    creds = Credentials.for_records(s.records, s.unit.console.credentials)
+    creds.set_password(user, password)
+    click.echo(f"Console user '{user}' saved in {creds.path}.")
 
 
 def main() -> None:

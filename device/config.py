@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import first_error_sentence
 from device.camera import CAMERAS, CameraConfig, FolderCameraConfig
+from device.console.config import ConsoleConfig
 from device.display import DISPLAYS, DisplayConfig, FileDisplayConfig
 from device.errors import ConfigError
 from device.model import MODELS, BundleModelConfig, ModelConfig
@@ -64,6 +65,7 @@ class UnitConfig(BaseModel):
     records: RecordsConfig = Field(default_factory=RecordsConfig, description="records database and images")
     link: LinkConfig = Field(default_factory=NoneLinkConfig, description="microcontroller (button, LEDs, flash)")
     kiosk: KioskConfig = Field(default_factory=KioskConfig, description="the screening loop")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="the operator console (web page)")
     base_dir: str = Field(".", description="folder relative input paths are resolved against (set by "
                                            "load_config to the config file's folder)")
 

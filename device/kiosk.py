@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from device.config import UnitConfig
 from device.errors import ImageError, ModelError, ScreeningError
 from device.keyboard import KeyboardTrigger
+from device.model.bundle import ModelBundle
 from device.pipeline import screen_frame
 from device.quality import QualityGate
 from device.records import RecordStore
@@ -59,7 +60,12 @@ class Kiosk:
         self.attempt = 1
         self.eyes: dict[str, ScreeningResult] = {}
         self._stop = False
-        self.summary.session_id = store.start_session(cfg.kiosk.operator, self.contract.id, cfg.kiosk.unit_name)
+        card = model.card if isinstance(model, ModelBundle) else None  # a fake model has no weights
+        about = {"sha256": card.sha256 if card else None,
+                 "decision_threshold": self.contract.decision_threshold,
+                 "region_threshold": self.contract.region_threshold}
+        self.summary.session_id = store.start_session(cfg.kiosk.operator, self.contract.id, cfg.kiosk.unit_name,
+                                                      about)
 
     # -- signalling (never raises: the microcontroller may have vanished) ------------------------------------------
     def _signal(self, method: str, *args) -> None:
@@ -81,8 +87,8 @@ class Kiosk:
         self._signal("show_status", "error")
         self._signal("beep", "error")
         try:
-            self.store.audit(self.cfg.kiosk.operator, "error", {"message": message}, self.contract.id,
-                             self.summary.session_id)
+            self.store.audit(self.cfg.kiosk.operator, "error", {"headline": headline, "message": message},
+                             self.contract.id, self.summary.session_id)
         except Exception as exc:  # noqa: BLE001 - the error screen is already up; a failed audit must not hide it
             log.error("audit failed: %s", exc)
 

@@ -73,6 +73,66 @@ class RecordsConfig(BaseModel):
     min_free_mb: int = Field(200, ge=0, le=1_000_000, description="refuse to screen below this free space, MiB")
 
 
+JSON_COLUMNS = ("reasons", "regions", "timings", "metrics")  # screenings columns stored as JSON text
+# A CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"); tab and CR too.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def decode_row(row: sqlite3.Row | dict) -> dict:
+    """One ``screenings`` row as a dict with its JSON columns decoded."""
+    r = dict(row)
+    for key in JSON_COLUMNS:
+        if key in r:
+            r[key] = json.loads(r[key])
+    return r
+
+
+def visit_verdicts(rows: list[dict]) -> dict[tuple[str, str], str]:
+    """Per visit (session id, patient id): 'referable' if any eye's last result refers (referable, or ungradable
+    after the last retake), 'incomplete' while an eye's last result is an ungradable photograph awaiting a retake,
+    else 'non_referable'.
+
+    Args:
+        rows: screenings (with ``session_id``, ``patient_id``, ``eye``, ``verdict``, ``final``), oldest first.
+    """
+    last: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        last[(r["session_id"], r["patient_id"], r["eye"])] = r
+    out: dict[tuple[str, str], str] = {}
+    for (sid, pid, _), r in last.items():
+        refer = r["verdict"] == Verdict.REFERABLE.value or (r["verdict"] == "ungradable" and r["final"])
+        state = "referable" if refer else ("incomplete" if r["verdict"] == "ungradable" else "non_referable")
+        prev = out.get((sid, pid), "non_referable")
+        out[(sid, pid)] = "referable" if "referable" in (prev, state) else (
+            "incomplete" if "incomplete" in (prev, state) else "non_referable")
+    return out
+
+
+def csv_cell(value: object) -> object:
+    """A value made safe for a spreadsheet: text starting with ``= + - @`` (or tab, CR) gets a leading ``'`` so
+    it is shown as text, never run as a formula. Numbers pass unchanged (a negative number is not text)."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def screenings_csv(rows: list[dict], verdicts: dict[tuple[str, str], str]) -> str:
+    """CSV text, one row per screening (:data:`EXPORT_COLUMNS`), every cell passed through :func:`csv_cell`.
+
+    Args:
+        rows: decoded screenings (:func:`decode_row`).
+        verdicts: :func:`visit_verdicts` of those rows.
+    """
+    buf = StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(EXPORT_COLUMNS)
+    for r in rows:
+        r = {**r, "patient_verdict": verdicts.get((r["session_id"], r["patient_id"]), ""),
+             "reasons": "; ".join(r["reasons"]), "regions": json.dumps(r["regions"])}
+        writer.writerow([csv_cell(r[c]) for c in EXPORT_COLUMNS])
+    return buf.getvalue()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -84,7 +144,15 @@ def _sha256(data: bytes) -> str:
 class RecordStore:
     """The unit's append-only record of sessions, screenings and audit events."""
 
-    def __init__(self, folder: str | Path, fsync: bool = True) -> None:
+    def __init__(self, folder: str | Path, fsync: bool = True, recover: bool = True) -> None:
+        """Open (and create) a records folder.
+
+        Args:
+            folder: the records folder.
+            fsync: flush every record to disk before reporting it saved.
+            recover: run :meth:`recover`; only the kiosk may (it moves image files that have no record yet, so a
+                second process, e.g. ``selftest`` adding an audit entry while the kiosk runs, passes False).
+        """
         self.folder = Path(folder)
         self.fsync = fsync
         try:
@@ -97,7 +165,7 @@ class RecordStore:
             raise HardwareError(f"The records folder {self.folder} cannot be written ({exc}): check the disk and "
                                 "its permissions.") from exc
         self.db.row_factory = sqlite3.Row
-        self.recovered = self.recover()
+        self.recovered = self.recover() if recover else 0
 
     @classmethod
     def from_config(cls, cfg: RecordsConfig) -> RecordStore:
@@ -118,13 +186,19 @@ class RecordStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (_now(), who, action, model_id, session_id, record_id, json.dumps(detail or {})))
 
-    def start_session(self, operator: str, model_id: str, unit: str = "") -> str:
-        """Open a screening session; returns its id."""
+    def start_session(self, operator: str, model_id: str, unit: str = "", model: dict | None = None) -> str:
+        """Open a screening session; returns its id.
+
+        Args:
+            operator, model_id, unit: who screens, with which model card id, on which unit.
+            model: what else the audit entry should say about the model (sha256, thresholds, self-test).
+        """
         sid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, _now(), operator, model_id, unit))
-            self.audit(operator, "session_started", {"unit": unit}, model_id, sid)
+            self.audit(operator, "session_started", {"unit": unit, **({"model": model} if model else {})},
+                       model_id, sid)
         return sid
 
     def save(self, session_id: str, patient_id: str, eye: str, attempt: int, result: ScreeningResult,
@@ -208,11 +282,7 @@ class RecordStore:
         sql, args = "SELECT * FROM screenings", ()
         if session_id:
             sql, args = sql + " WHERE session_id = ?", (session_id,)
-        rows = [dict(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
-        for r in rows:
-            for key in ("reasons", "regions", "timings", "metrics"):
-                r[key] = json.loads(r[key])
-        return rows
+        return [decode_row(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
 
     def audit_trail(self, session_id: str | None = None) -> list[dict]:
         """The audit events (of one session), in order."""
@@ -222,19 +292,8 @@ class RecordStore:
         return [dict(r) for r in self.db.execute(sql + " ORDER BY seq", args)]
 
     def patient_verdicts(self, session_id: str) -> dict[str, str]:
-        """Per patient: 'referable' if any eye's last result refers (referable or final ungradable), else
-        'non_referable'; 'incomplete' while an eye's last result is an ungradable photograph awaiting a retake."""
-        last: dict[tuple[str, str], dict] = {}
-        for r in self.screenings(session_id):
-            last[(r["patient_id"], r["eye"])] = r
-        out: dict[str, str] = {}
-        for (pid, _), r in last.items():
-            refer = r["verdict"] == Verdict.REFERABLE.value or (r["verdict"] == "ungradable" and r["final"])
-            state = "referable" if refer else ("incomplete" if r["verdict"] == "ungradable" else "non_referable")
-            prev = out.get(pid, "non_referable")
-            out[pid] = "referable" if "referable" in (prev, state) else (
-                "incomplete" if "incomplete" in (prev, state) else "non_referable")
-        return out
+        """Per patient of one session: see :func:`visit_verdicts`."""
+        return {pid: v for (_, pid), v in visit_verdicts(self.screenings(session_id)).items()}
 
     def export_session(self, session_id: str, path: str | Path) -> Path:
         """Export one session to CSV (one row per screening) or JSON (session, patients, screenings, audit).
@@ -254,14 +313,8 @@ class RecordStore:
             doc = {"session": session, "patients": verdicts, "screenings": rows,
                    "audit": self.audit_trail(session_id)}
             return write_atomic(path, json.dumps(doc, indent=1).encode(), self.fsync)
-        buf = StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(EXPORT_COLUMNS)
-        for r in rows:
-            r = {**r, "patient_verdict": verdicts.get(r["patient_id"], ""),
-                 "reasons": "; ".join(r["reasons"]), "regions": json.dumps(r["regions"])}
-            writer.writerow([r[c] for c in EXPORT_COLUMNS])
-        return write_atomic(path, buf.getvalue().encode(), self.fsync)
+        by_visit = {(session_id, pid): v for pid, v in verdicts.items()}
+        return write_atomic(path, screenings_csv(rows, by_visit).encode(), self.fsync)
 
     def free_mb(self) -> float:
         """Free space on the records disk, MiB."""

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -33,8 +34,12 @@ MAX_PASSWORD = 256
 USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 # argon2-cffi's defaults are RFC 9106's low-memory profile (Argon2id, t=3, 64 MiB, p=4): ~0.3 s on a Pi 4.
 HASHER = PasswordHasher()
-# Verifying against this when the user is unknown takes as long as a real check, so timing does not reveal names.
-_DUMMY_HASH = HASHER.hash(secrets.token_hex(16))
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Checked when the user is unknown, so that answer takes as long as a real check (names do not leak)."""
+    return HASHER.hash(secrets.token_hex(16))
 
 
 class Credentials:
@@ -91,7 +96,7 @@ class Credentials:
         """True when ``password`` is ``user``'s; takes the same time for unknown users."""
         stored = self.users().get(user)
         try:
-            return HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+            return HASHER.verify(stored or _dummy_hash(), password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
 

@@ -13,9 +13,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
-
 from device.console.config import ConsoleConfig
 from device.console.store import RecordReader, group_visits, local_time
 from device.console.unit_status import model_for
@@ -109,7 +106,7 @@ def build_letter(reader: RecordReader, patient_id: str, session_id: str | None, 
                   cfg.refer_to, tuple(eyes), model, referred_eyes=tuple(e.eye for e in eyes if e.refer))
 
 
-def _fonts(pdf: FPDF) -> tuple[str, bool]:
+def _fonts(pdf) -> tuple[str, bool]:
     """Register DejaVu Sans if installed; returns (family, unicode_ok)."""
     for folder in FONT_DIRS:
         regular, bold = folder / "DejaVuSans.ttf", folder / "DejaVuSans-Bold.ttf"
@@ -128,6 +125,9 @@ def letter_pdf(letter: Letter, paper: str, screens: dict[str, Path]) -> bytes:
         paper: "A4" or "A5".
         screens: eye -> result-screen PNG to print (already checked to lie in the records and match its sha256).
     """
+    from fpdf import FPDF  # imported on the first PDF: it is half the console's memory (fontTools)
+    from fpdf.enums import XPos, YPos
+
     with warnings.catch_warnings():  # fpdf2 2.8.5+ notes that it corrected its A5 size: nothing to do
         warnings.simplefilter("ignore", UserWarning)
         pdf = FPDF(format=paper)
@@ -144,13 +144,11 @@ def letter_pdf(letter: Letter, paper: str, screens: dict[str, Path]) -> bytes:
         if not unicode_ok:
             s = s.replace("—", "-").encode("latin-1", "replace").decode("latin-1")
         pdf.set_font(family, "B" if bold else "", size)
-        pdf.multi_cell(0, lh * size / 10, s, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(0, lh * size / 10, s, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         if gap:
             pdf.ln(gap)
 
-    pdf.set_fill_color(255, 240, 200)
-    text("RESEARCH TOOL, NOT A MEDICAL DEVICE", small + 1, True)
-    text(letter.notice, small, gap=3)
+    text(letter.notice, small + 1, True, gap=3)
     text(letter.clinic, 14, True)
     if letter.contact:
         text(letter.contact, small + 1)

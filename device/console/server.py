@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from device.config import UnitConfig, load_config
 from device.console.auth import Credentials
 from device.errors import ConfigError
@@ -73,7 +75,11 @@ def serve(settings, host: str | None = None, port: int | None = None, prompt=Non
 
     cfg = settings.unit.console
     if host is not None:
-        cfg = ConsoleConfig.model_validate({**cfg.model_dump(), "host": host})  # same check as the config
+        try:
+            cfg = ConsoleConfig.model_validate({**cfg.model_dump(), "host": host})  # the config's own check
+        except ValidationError as exc:
+            why = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"--host {host} cannot be used ({why}).") from None
     creds = Credentials.for_records(settings.records, cfg.credentials)
     need_password(creds, prompt)
     from device.console.store import RecordReader
@@ -100,7 +106,8 @@ def spawn(cfg: UnitConfig, config_path: str | None) -> subprocess.Popen | None:
     if missing:
         log.error("console not started: install the unit extra (pip install -e '.[unit]'); missing %s", missing)
         return None
-    cmd = [sys.executable, "-m", "device", "console", "--records", str(Path(cfg.records.folder).resolve())]
+    cmd = [sys.executable, "-m", "device", "console", "--records", str(Path(cfg.records.folder).resolve()),
+           "--host", cfg.console.host, "--port", str(cfg.console.port)]
     if config_path:
         cmd += ["--config", str(Path(config_path).resolve())]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)

@@ -106,6 +106,7 @@ def demo_cmd(out_dir: str, model: str | None, patients: int | None) -> None:
     for pid, verdict in s.patients.items():
         click.echo(f"  {pid}: {verdict.replace('_', '-')}")
     click.echo(f"Result screens: {out_dir}/screens/   records: {out_dir}/records/")
+    click.echo(f"Review them in a browser: python -m device console --records {out_dir}/records")
     for path in s.exported:
         click.echo(f"Session export: {path}")
     if s.errors:

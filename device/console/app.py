@@ -60,10 +60,14 @@ class ConsoleSettings:
 def _access_log(folder: Path) -> logging.Logger:
     log = logging.getLogger(f"device.console.access.{folder}")
     if not log.handlers:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / ACCESS_LOG
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # created unit-user-only
-        handler = logging.FileHandler(path, encoding="utf-8")
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # created unit-user-only
+            handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:  # a read-only card: the console still serves, the log goes to stderr
+            handler = logging.StreamHandler()
+            logging.getLogger("device.console").warning("access log %s cannot be written (%s)", path, exc)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

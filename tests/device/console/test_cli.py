@@ -58,8 +58,8 @@ def test_console_password_command(tmp_path):
 
 
 def test_console_without_a_user_and_no_terminal_says_what_to_do(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "device", "console", "--records", str(tmp_path)], stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "device", "console", "--records", str(tmp_path)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "python -m device console-password" in p.stderr and "Traceback" not in p.stderr
 
 

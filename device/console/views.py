@@ -49,6 +49,17 @@ def parse_day(text: str | None, default: date | None = None) -> date:
         raise BadInput("A day must be written like 2026-03-01 (year-month-day): correct the address.") from None
 
 
+def parse_page() -> int:
+    """The ``page`` query parameter (default 1)."""
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        page = 0
+    if page < 1:
+        raise BadInput("The page must be a number from 1: use the page links.")
+    return page
+
+
 def image_file(folder: Path, relative: str) -> Path | None:
     """The file a record names, only if it lies inside ``<folder>/images`` once every symlink is resolved."""
     root = (folder / IMAGES_DIR).resolve()
@@ -79,12 +90,7 @@ def register(app: Flask) -> None:
         if verdict and verdict not in VISIT_VERDICTS:
             raise BadInput("The verdict filter must be referable, non_referable or incomplete: pick one from the "
                            "list.")
-        try:
-            page = int(request.args.get("page", "1"))
-        except ValueError:
-            page = 0
-        if page < 1:
-            raise BadInput("The page must be a number from 1: use the page links.")
+        page = parse_page()
         start, end = day_bounds(the_day)
         r = reader()
         visits = r.visits(start, end)
@@ -151,12 +157,7 @@ def register(app: Flask) -> None:
 
     @app.get("/audit")
     def audit():
-        try:
-            page = int(request.args.get("page", "1"))
-        except ValueError:
-            page = 0
-        if page < 1:
-            raise BadInput("The page must be a number from 1: use the page links.")
+        page = parse_page()
         r = reader()
         pages = max(1, math.ceil(r.audit_count() / AUDIT_PAGE))
         events = r.audit(AUDIT_PAGE, (page - 1) * AUDIT_PAGE)

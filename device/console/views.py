@@ -7,6 +7,7 @@ template (autoescaped). Bad input gets a 400 page with one sentence; an unknown 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -94,19 +95,16 @@ def register(app: Flask) -> None:
         start, end = day_bounds(the_day)
         r = reader()
         visits = r.visits(start, end)
-        counts = {v: sum(1 for x in visits if x.verdict == v) for v in VISIT_VERDICTS}
-        eye_counts: dict[str, int] = {}
-        for x in visits:
-            for eye_row in x.eyes.values():
-                eye_counts[verdict_key(eye_row)] = eye_counts.get(verdict_key(eye_row), 0) + 1
+        counts = Counter(x.verdict for x in visits)  # the whole day's, whatever the filters
+        eye_counts = Counter(verdict_key(row) for x in visits for row in x.eyes.values())
         shown = [x for x in visits if (not verdict or x.verdict == verdict) and
                  (not operator or x.operator == operator)]
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
+        on_page = shown[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
         return render_template("day.html", day=the_day, prev_day=the_day - timedelta(days=1),
-                               next_day=the_day + timedelta(days=1), today=date.today(), visits=shown[
-                                   (page - 1) * PAGE_SIZE: page * PAGE_SIZE], total=len(visits), counts=counts,
-                               eye_counts=eye_counts, verdict=verdict, operator=operator,
-                               operators=r.operators(start, end), page=page, pages=pages,
+                               next_day=the_day + timedelta(days=1), today=date.today(), visits=on_page,
+                               total=len(visits), counts=counts, eye_counts=dict(eye_counts), verdict=verdict,
+                               operator=operator, operators=r.operators(start, end), page=page, pages=pages,
                                verdicts=VISIT_VERDICTS)
 
     @app.get("/search")

@@ -30,9 +30,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device.console.auth import Credentials  # noqa: E402
-from device.console.store import RecordReader  # noqa: E402
-from device.console.synthetic import fill_records  # noqa: E402
+from device.console.auth import Credentials
+from device.console.store import RecordReader
+from device.console.synthetic import fill_records
 
 USER, PASSWORD = "bench", "bench-123456"
 PHOTOS_PER_VISIT = 2.2  # both eyes plus about one retake in ten eyes (device.console.synthetic)

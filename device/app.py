@@ -18,30 +18,17 @@ from pathlib import Path
 
 from device.atomic import write_atomic
 from device.camera import open_camera
-from device.config import DEMO_CONFIG, UnitConfig, load_config, resolve
+from device.config import DEMO_CONFIG, UnitConfig, load_config, model_config_for
 from device.display import FileDisplayConfig, open_display
 from device.errors import ModelError, ScreeningError
 from device.keyboard import KeyboardTrigger
 from device.kiosk import Kiosk, KioskSummary
-from device.model import BundleModelConfig, FakeModelConfig, open_model
+from device.model import FakeModelConfig, open_model
 from device.records import RecordStore
 from device.screen_render import render_message
 
 # How long selftest waits for a configured microcontroller to answer its handshake, seconds.
 LINK_WAIT_S = 2.0
-
-
-def model_config_for(cfg: UnitConfig, model: str | None = None):
-    """The model config to use: ``model`` ('fake' or a bundle folder) overrides the file; relative paths resolve
-    against the config file's folder."""
-    if model == "fake":
-        return FakeModelConfig()
-    if model:
-        return BundleModelConfig(path=str(Path(model).resolve()))
-    m = cfg.model
-    if isinstance(m, BundleModelConfig) and m.path:
-        return m.model_copy(update={"path": str(resolve(cfg, m.path))})
-    return m
 
 
 def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kiosk:

@@ -21,7 +21,7 @@ from device.camera import CAMERAS, CameraConfig, FolderCameraConfig
 from device.console.config import ConsoleConfig
 from device.display import DISPLAYS, DisplayConfig, FileDisplayConfig
 from device.errors import ConfigError
-from device.model import MODELS, BundleModelConfig, ModelConfig
+from device.model import MODELS, BundleModelConfig, FakeModelConfig, ModelConfig
 from device.quality import QualityConfig
 from device.records import RecordsConfig
 from firmware_bridge.config import NoneLinkConfig
@@ -118,3 +118,16 @@ def describe(cfg: UnitConfig) -> str:
              f"trigger: {cfg.kiosk.trigger}, eyes {', '.join(cfg.kiosk.eyes)}, up to "
              f"{cfg.quality.max_retakes} retakes per eye"]
     return "\n".join(lines)
+
+
+def model_config_for(cfg: UnitConfig, model: str | None = None):
+    """The model config to use: ``model`` ('fake' or a bundle folder) overrides the file; relative paths resolve
+    against the config file's folder."""
+    if model == "fake":
+        return FakeModelConfig()
+    if model:
+        return BundleModelConfig(path=str(Path(model).resolve()))
+    m = cfg.model
+    if isinstance(m, BundleModelConfig) and m.path:
+        return m.model_copy(update={"path": str(resolve(cfg, m.path))})
+    return m

@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, Response, g, redirect, render_template, request, session, url_for
@@ -24,12 +23,13 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from device.config import UnitConfig
+from device.console import exports, views
 from device.console.auth import Credentials, Sessions
-from device.console.store import RecordReader
+from device.console.context import ConsoleSettings
 from device.errors import ScreeningError
-from device.model_card import NOTICE as LONG_NOTICE
-from device.screen_render import COLOURS, NOTICE, TEXT_ON
+from device.notice import INTENDED_USE as LONG_NOTICE
+from device.notice import RESEARCH_NOTICE as NOTICE
+from device.screen_render import COLOURS, TEXT_ON
 
 PUBLIC_ENDPOINTS = {"login", "static", "theme"}  # everything else needs a login
 # OWASP Authentication Cheat Sheet: throttle failed logins per client and overall. Only failures count.
@@ -46,15 +46,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 ACCESS_LOG = "access.log"  # beside the credentials; the database is read-only for the console
-
-
-@dataclass(frozen=True)
-class ConsoleSettings:
-    """What one console serves."""
-
-    records: Path  # the records folder (records.sqlite + images/)
-    unit: UnitConfig  # the unit's config: [console] section, model, min free space
-    config_path: str | None = None  # shown on the unit page
 
 
 def _access_log(folder: Path) -> logging.Logger:
@@ -202,29 +193,7 @@ def create_app(settings: ConsoleSettings, credentials: Credentials | None = None
                                message="The console could not show this page: try again, and check the unit page "
                                        "for errors."), 500
 
-    from device.console import exports, views
-
     views.register(app)
     exports.register(app)
     return app
 
-
-def reader() -> RecordReader:
-    """This request's read-only records connection (opened on first use, closed when the request ends)."""
-    if "reader" not in g:
-        g.reader = RecordReader(settings().records)
-    return g.reader
-
-
-def settings() -> ConsoleSettings:
-    """The settings of the running console."""
-    from flask import current_app
-
-    return current_app.extensions["console"]
-
-
-def access_log() -> logging.Logger:
-    """The console's access log (logins, exports, letters)."""
-    from flask import current_app
-
-    return current_app.extensions["console_access"]

@@ -49,7 +49,7 @@ class Credentials:
         self.path = Path(path)
 
     @classmethod
-    def for_records(cls, records: str | Path, path: str | Path | None = None) -> "Credentials":
+    def for_records(cls, records: str | Path, path: str | Path | None = None) -> Credentials:
         """The credentials file a config names, else ``<records>/console/credentials.json``."""
         return cls(Path(path) if path else Path(records) / CREDENTIALS_FILE)
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import Flask, Response, abort, g, render_template, request
 
 from device.atomic import sha256_file
-from device.console.app import access_log, reader, settings
+from device.console.context import access_log, reader, settings
 from device.console.referral import build_letter, letter_pdf
 from device.console.store import day_bounds
 from device.console.views import BadInput, image_file, parse_day
-from device.model_card import NOTICE as LONG_NOTICE
+from device.notice import INTENDED_USE as LONG_NOTICE
 from device.records import screenings_csv, visit_verdicts
 
 MAX_RANGE_DAYS = 366
@@ -70,7 +70,7 @@ def register(app: Flask) -> None:
         if fmt == "csv":
             return _download(screenings_csv(rows, verdicts), "text/csv", name)
         doc = {"notice": LONG_NOTICE, "clinic": settings().unit.console.clinic_name,
-               "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                "from": str(first), "to": str(last),
                "visits": [{"session_id": s, "patient_id": p, "verdict": v} for (s, p), v in verdicts.items()],
                "sessions": r.session_models(sorted({row["session_id"] for row in rows})),

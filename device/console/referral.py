@@ -16,7 +16,7 @@ from pathlib import Path
 from device.console.config import ConsoleConfig
 from device.console.store import RecordReader, group_visits, local_time
 from device.console.unit_status import model_for
-from device.model_card import NOTICE as LONG_NOTICE
+from device.notice import INTENDED_USE as LONG_NOTICE
 from device.result import NEXT_ACTION
 
 # Regular and bold DejaVu Sans (Debian / Raspberry Pi OS: fonts-dejavu-core); Helvetica (Latin-1 only) otherwise.

@@ -26,7 +26,7 @@ WEB_PACKAGES = ("flask", "flask_wtf", "flask_limiter", "waitress", "argon2", "fp
 
 def settings_for(config: str | None, records: str | None):
     """The console settings of a config file (default: the demo config), ``records`` overriding its folder."""
-    from device.console.app import ConsoleSettings
+    from device.console.context import ConsoleSettings
 
     unit = load_config(config)
     folder = Path(records) if records else Path(unit.records.folder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from device.errors import HardwareError
@@ -28,7 +28,7 @@ SEARCH_LIMIT = 200  # patients shown for one search
 
 def _iso(moment: datetime) -> str:
     """The records' timestamp format (UTC, milliseconds), so range bounds compare as strings."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def day_bounds(day: date, last: date | None = None) -> tuple[str, str]:
@@ -99,7 +99,7 @@ class RecordReader:
             self.db.close()
             self.db = None
 
-    def __enter__(self) -> "RecordReader":
+    def __enter__(self) -> RecordReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,13 +9,13 @@ photographs that are retaken (and some still ungradable after the last retake).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from device.records import RecordStore
-from device.result import QualityReport, Region, ScreeningResult, Verdict
+from device.result import QualityReport, RegionBox, ScreeningResult, Verdict
 
 OPERATORS = ("nurse-a", "nurse-b", "nurse-c")
 MODEL_ID = "synthetic-model"
@@ -32,7 +32,7 @@ def result(verdict: str, probability: float | None, final: bool = False, regions
     v = Verdict(verdict)
     gradable = v is not Verdict.UNGRADABLE
     quality = QualityReport(gradable, () if gradable else (DARK,), METRICS)
-    boxes = tuple(Region(4 + 6 * i, 5 + 4 * i, 8, 7, round(0.9 - 0.1 * i, 2), 40) for i in range(regions))
+    boxes = tuple(RegionBox(4 + 6 * i, 5 + 4 * i, 8, 7, round(0.9 - 0.1 * i, 2), 40) for i in range(regions))
     return ScreeningResult(v, probability, quality, boxes, model_id, TIMINGS, None, THRESHOLD, final)
 
 
@@ -87,7 +87,7 @@ def fill_records(folder: str | Path, visits: int, days: int = 1, first_day: date
                 else:
                     attempts = [result("non_referable", float(rng.uniform(0.01, 0.59)))]
                 for a, res in enumerate(attempts, 1):
-                    when = (at + timedelta(seconds=10 * e + 3 * a)).astimezone(timezone.utc)
+                    when = (at + timedelta(seconds=10 * e + 3 * a)).astimezone(UTC)
                     store.save(sid, f"P{n + 1:05d}", eye, a, res, photo, screen, operator, "synthetic",
                                captured_at=when.isoformat(timespec="milliseconds"))
                     photos += 1

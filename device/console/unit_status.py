@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.app import model_config_for
 from device.atomic import sha256_file
+from device.config import model_config_for
 from device.errors import ScreeningError
-from device.model_bundle import MODELS_ROOT, default_model_dir, read_card
-from device.model_card import ModelCard
-from device.model_source import BundleModelConfig
+from device.model import BundleModelConfig
+from device.model.bundle import MODELS_ROOT, default_model_dir, read_card
+from device.model.card import ModelCard
 
-CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")  # device.model_card.ModelCard.id
+CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")  # device.model.card.ModelCard.id
 RECENT_ERRORS = 20
 RECENT_AUDIT = 30
 

@@ -15,7 +15,7 @@ from flask import Flask, abort, render_template, request, send_file
 from PIL import Image
 
 from device.atomic import sha256_file
-from device.console.app import reader, settings
+from device.console.context import reader, settings
 from device.console.store import day_bounds, group_visits, local_time
 from device.console.unit_status import model_for, unit_status
 from device.records import IMAGES_DIR

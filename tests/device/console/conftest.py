@@ -10,11 +10,12 @@ import pytest
 
 pytest.importorskip("flask", reason="the console needs the unit extra (Flask, waitress, argon2-cffi, fpdf2)")
 
-from device.config import load_config  # noqa: E402 - after the skip above
-from device.console.app import ConsoleSettings, create_app  # noqa: E402
-from device.console.auth import Credentials  # noqa: E402
-from device.console.synthetic import fill_records, result  # noqa: E402
-from device.records import RecordStore  # noqa: E402
+from device.config import load_config
+from device.console.app import create_app
+from device.console.auth import Credentials
+from device.console.context import ConsoleSettings
+from device.console.synthetic import fill_records, result
+from device.records import RecordStore
 
 USER, PASSWORD = "nurse", "pin-123456"
 # Patient ids a person could type at another unit: quotes, LIKE wildcards, a spreadsheet formula.

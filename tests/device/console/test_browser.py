@@ -20,8 +20,8 @@ import pytest
 
 from device.app import run_demo
 from device.config import load_config
-from device.console.app import ConsoleSettings
 from device.console.auth import Credentials
+from device.console.context import ConsoleSettings
 from device.console.server import make_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -73,7 +73,7 @@ def _wait_for(url: str, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return urllib.request.urlopen(url, timeout=5)  # noqa: S310 - localhost only
+            return urllib.request.urlopen(url, timeout=5)
         except urllib.error.HTTPError as exc:
             return exc
         except OSError:

@@ -149,7 +149,7 @@ def test_new_preprocessing_version_or_size_rebuilds_the_cache(tmp_path: Path, mo
 
 def test_preprocessing_version_follows_the_code_not_only_the_constant(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer import cache as cache_module
+    from trainer.data import cache as cache_module
 
     version = cache_module.preprocess_version()
     assert {"device.preprocess", "device.fov", "device.imageio"} <= cache_module._device_imports("device.preprocess")

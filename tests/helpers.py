@@ -123,3 +123,49 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 path.append(nxt)
                 stack.append(iter(sorted(graph[nxt])))
     return None
+
+
+# The committed bundle the unit's model-update tests copy, re-identify and re-sign (int8, 256 px, 0.6 MiB).
+STORE_TEST_BUNDLE = REPO_ROOT / "models" / "eyepacs256-w0125-lc-int8"
+
+
+def signed_copy(source: Path, dest_root: Path, private_key, new_id: str | None = None, card_edit=None,
+                key_name: str = "test-key") -> Path:
+    """Copy a bundle to ``dest_root/<id>``, optionally with another id or an edited card, and sign it.
+
+    Args:
+        source: a bundle folder.
+        dest_root: where the copy goes (created).
+        private_key: a ``cryptography`` Ed25519 private key (None: leave the copy unsigned).
+        new_id: the copy's card id (default: the source's).
+        card_edit: ``f(card dict) -> None`` applied to the card before signing.
+
+    Returns:
+        The copy's folder.
+    """
+    import json
+    import shutil
+
+    from device.model.signature import SIGNATURE_FILE, sign_bundle
+
+    card = json.loads((source / "model.json").read_text())
+    if new_id:
+        card["id"] = new_id
+    if card_edit:
+        card_edit(card)
+    folder = dest_root / card["id"]
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(SIGNATURE_FILE))
+    (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    if private_key is not None:
+        sign_bundle(folder, private_key, key_name)
+    return folder
+
+
+def trusted(private_key, name: str = "test-key"):
+    """The config entry (``device.model.signature.TrustedKey``) of a test key's public half."""
+    import base64
+
+    from device.model.signature import TrustedKey
+
+    raw = private_key.public_key().public_bytes_raw()
+    return TrustedKey(name=name, public_key=base64.b64encode(raw).decode())

@@ -194,8 +194,9 @@ def export_for_grading(cfg: UnitConfig, since: datetime, to: str | Path, until: 
     try:
         rows = _rows(store, since, until)
         if not rows:
-            raise ScreeningError(f"No photographs were recorded on this unit since {since.isoformat()}; choose an "
-                                 "earlier --since date.")
+            before = f" and before {until.isoformat()}" if until else ""
+            raise ScreeningError(f"No photographs were recorded on this unit since {since.isoformat()}{before}; "
+                                 "choose other dates (--since, --until).")
         staging = to.with_name(f".{to.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:

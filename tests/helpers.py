@@ -169,3 +169,29 @@ def trusted(private_key, name: str = "test-key"):
 
     raw = private_key.public_key().public_bytes_raw()
     return TrustedKey(name=name, public_key=base64.b64encode(raw).decode())
+
+
+def screened_unit(folder: Path, patients: int = 2, operator: str = "operator", unit_name: str = "test-unit"):
+    """A unit config whose records (``folder/records``) hold ``patients`` patients screened with the fake camera
+    and model (both eyes each, all gradable). Needs the unit's stack only.
+
+    Returns:
+        The ``device.config.UnitConfig``.
+    """
+    from device.camera import FakeCamera, draw_fundus
+    from device.config import parse_config
+    from device.display import FakeDisplay, FakeDisplayConfig
+    from device.kiosk import Kiosk
+    from device.model import FakeModel
+    from device.records import RecordStore
+    from firmware_bridge.fake import FakeLink
+
+    cfg = parse_config({"records": {"folder": str(folder / "records"), "fsync": False, "min_free_mb": 0},
+                        "kiosk": {"trigger": "auto", "patients": patients, "poll_interval_s": 0.0,
+                                  "operator": operator, "unit_name": unit_name}})
+    frames = [draw_fundus(i, 320, 240) for i in range(2 * patients)]
+    store = RecordStore(cfg.records.folder, fsync=False)
+    Kiosk(cfg, FakeCamera(frames=frames), FakeModel(size=64), FakeDisplay(FakeDisplayConfig(width=320, height=192)),
+          FakeLink(), store).run()
+    store.close()
+    return cfg

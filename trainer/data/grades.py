@@ -76,10 +76,14 @@ def _decode(path: Path) -> str:
                            "the filled-in grades_template.csv.")
     data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"The grades file {path} is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' "
                            "and try again.") from None
+    if "\x00" in text:  # UTF-16 ("Unicode text") decodes as UTF-8 with a NUL after every letter
+        raise DatasetError(f"The grades file {path} contains NUL bytes (UTF-16 or binary, not UTF-8 text); save it as "
+                           "'CSV UTF-8' and try again.")
+    return text
 
 
 def _strip(name: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device.atomic import write_private
 from device.config import UnitConfig
 from device.errors import ConfigError, HardwareError, ScreeningError
 from device.grading_package import (
@@ -79,14 +80,7 @@ def parse_when(text: str) -> datetime:
 
 
 def _private_write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private(path, data, FILE_MODE)
 
 
 def _chmod(path: Path, mode: int) -> bool:

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.atomic import write_private
 from device.errors import ScreeningError
 from device.model.archive import write_bundle_tar
 from device.model.bundle import load_bundle
@@ -92,13 +93,7 @@ def generate_key(path: str | Path, name: str, passphrase: bytes | None = None) -
     key = private_type.generate()
     encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(path, PRIVATE_MODE)  # whatever the umask
+    write_private(path, pem, PRIVATE_MODE)
     raw = key.public_key().public_bytes_raw()
     public_b64 = base64.b64encode(raw).decode()
     pub.write_text(_public_text(name, public_b64, key_id_of(raw)), encoding="utf-8")

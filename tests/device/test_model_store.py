@@ -8,6 +8,8 @@ import errno
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 
 import pytest
@@ -85,6 +87,16 @@ def test_install_from_a_tar_and_from_a_usb_stick(store, bundles, tmp_path):
         store.install(usb)
     assert str(err.value) == (f"{usb} holds several bundles (model-a.tar, model-b.tar); give the path of the one to "
                               "install.")
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command")
+def test_a_tar_made_with_the_tar_command_installs(store, bundles, tmp_path):
+    tar = tmp_path / "gnu.tar"
+    subprocess.run(["tar", "-cf", str(tar), "-C", str(bundles["a"].parent), "model-a"], check=True)
+    assert store.install(tar).model_id == "model-a"
+    flat = tmp_path / "flat.tar"
+    subprocess.run(["tar", "-cf", str(flat), "-C", str(bundles["b"]), "."], check=True)  # ./model.json ...
+    assert store.install(flat).model_id == "model-b"
 
 
 def test_activate_rollback_and_remove(store, bundles):
@@ -241,8 +253,6 @@ def test_a_full_disk_while_switching_removes_the_new_bundle_again(store, bundles
 
 
 def test_too_little_free_space_is_said_before_copying(store, bundles, monkeypatch):
-    import shutil
-
     usage = shutil.disk_usage(store.folder)
     monkeypatch.setattr("device.model.store.shutil.disk_usage", lambda _: usage._replace(free=5 << 20))
     with pytest.raises(ModelError, match=r"The unit has 5 MiB free but the model needs 1\d MiB; remove an old model"):

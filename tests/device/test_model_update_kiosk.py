@@ -171,3 +171,15 @@ def test_model_commands_and_their_one_sentence_errors(unit_file, bundles, tmp_pa
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: The bundle archive {bad} is ")
     res = runner.invoke(cli, ["model", "rollback", "--config", str(unit_file)])
     assert res.exit_code == 0 and "is active again" in res.output
+
+
+def test_an_unsigned_bundle_stops_the_unit_with_one_sentence_on_screen(tmp_path):
+    unsigned = signed_copy(STORE_TEST_BUNDLE, tmp_path / "src", None, new_id="unsigned")
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "device", "demo", "--out", str(out), "--model", str(unsigned)],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: The model bundle {unsigned} is not signed (no signature.json); install a bundle signed with a "
+        "trusted key (`python -m trainer sign BUNDLE --key KEY`).")
+    assert [p.name for p in (out / "screens").iterdir()] == ["0001_model_error.png"]

@@ -6,7 +6,9 @@ a tiny training -> ``trainer export --sign`` -> ``device model install`` -> the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 from datetime import UTC, datetime
 
 import pytest
@@ -92,12 +94,27 @@ def test_export_grade_import_train_sign_install_screen_rollback(tmp_path):
     assert "signed with lab-key" in out
     new_id = "refresh-float16"
 
-    # 4. the unit refuses it until it trusts the lab's key, then installs it
+    # 4. the unit refuses it until it trusts the lab's key, and a forged copy (one byte of the self-test set
+    #    changed, the card's and the manifest's hashes updated) even then; then it installs the real one
     res = dev.invoke(device_cli, ["model", "install", str(lab / "models" / new_id), "--config", str(config)])
     assert res.exit_code != 0 and "which this unit does not trust" in str(res.exception)
     from trainer.signing import load_signing_key
 
     _unit_config(config, unit, (*PROJECT_KEYS, load_signing_key(lab / "keys" / "lab.pem").trusted))
+    forged = shutil.copytree(lab / "models" / new_id, tmp_path / "forged" / new_id)
+    data = bytearray((forged / "selftest.npz").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (forged / "selftest.npz").write_bytes(bytes(data))
+    card = json.loads((forged / "model.json").read_text())
+    card["selftest"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (forged / "model.json").write_text(json.dumps(card, indent=2))
+    sig = json.loads((forged / "signature.json").read_text())
+    for name in ("selftest.npz", "model.json"):
+        sig["manifest"]["files"][name] = {"sha256": hashlib.sha256((forged / name).read_bytes()).hexdigest(),
+                                          "size": (forged / name).stat().st_size}
+    (forged / "signature.json").write_text(json.dumps(sig))
+    res = dev.invoke(device_cli, ["model", "install", str(forged), "--config", str(config)])
+    assert "does not match: the bundle was altered after signing" in str(res.exception)
     out = _ok(dev.invoke(device_cli, ["model", "install", str(lab / "models" / new_id), "--config", str(config)]))
     assert f"{new_id}: installed, active now (rollback returns to {DEFAULT_ID})" in out
 
@@ -123,7 +140,8 @@ def test_export_grade_import_train_sign_install_screen_rollback(tmp_path):
     records.close()
     assert models == {DEFAULT_ID, new_id}
     steps = [("session_started", DEFAULT_ID), ("screened", DEFAULT_ID), ("grading_export", None),
-             ("model_install_refused", None), ("model_install_started", None), ("model_verified", new_id),
+             ("model_install_refused", None), ("model_install_refused", None), ("model_install_started", None),
+             ("model_verified", new_id),
              ("model_selftest_passed", new_id), ("model_installed", new_id), ("model_activated", new_id),
              ("session_started", new_id), ("screened", new_id), ("model_verified", DEFAULT_ID),
              ("model_rolled_back", DEFAULT_ID), ("model_switched", DEFAULT_ID), ("screened", DEFAULT_ID)]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from device.atomic import write_private
 from device.grading_package import (
     FILE_MODE,
     FOLDER_MODE,
@@ -150,15 +151,6 @@ def dataset_id(image: PackageImage) -> str:
     return f"{visit}_{image.eye}"
 
 
-def _private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _provenance(manifest, grades_path: Path, grades_sha: str, n: int, levels: dict[int, int]) -> str:
     counts = ", ".join(f"grade {k}: {v}" for k, v in sorted(levels.items()))
     return (f"# Graded photographs from screening unit '{manifest.unit}'\n\n"
@@ -213,18 +205,20 @@ def import_grades(package: str | Path, grades_csv: str | Path, out: str | Path) 
         os.chmod(staging, FOLDER_MODE)
         rows = ["image,level"]
         for key, (image, level) in sorted(chosen.items()):
-            _private(staging / FLAT_IMAGES / f"{key}{IMAGE_SUFFIX}", (package / image.photo).read_bytes())
+            write_private(staging / FLAT_IMAGES / f"{key}{IMAGE_SUFFIX}", (package / image.photo).read_bytes(),
+                          FILE_MODE)
             rows.append(f"{key},{level}")
             levels[level] = levels.get(level, 0) + 1
-        _private(staging / FLAT_LABELS, ("\n".join(rows) + "\n").encode())
+        write_private(staging / FLAT_LABELS, ("\n".join(rows) + "\n").encode(), FILE_MODE)
         grades_sha = hashlib.sha256(grades_csv.read_bytes()).hexdigest()
-        _private(staging / PROVENANCE_FILE, _provenance(manifest, grades_csv, grades_sha, len(chosen), levels).encode())
+        provenance = _provenance(manifest, grades_csv, grades_sha, len(chosen), levels)
+        write_private(staging / PROVENANCE_FILE, provenance.encode(), FILE_MODE)
         ids = {image.image: key for key, (image, _) in chosen.items()}
         summary = {"package_unit": manifest.unit, "package_created": manifest.created, "grades_sha256": grades_sha,
                    "imported_at": datetime.now(UTC).isoformat(timespec="seconds"), "images": len(chosen),
                    "levels": {str(k): v for k, v in sorted(levels.items())}, "ungraded": len(images) - graded,
                    "retakes_left_out": graded - len(chosen), "ids": ids}
-        _private(staging / IMPORT_FILE, json.dumps(summary, indent=1).encode())
+        write_private(staging / IMPORT_FILE, json.dumps(summary, indent=1).encode(), FILE_MODE)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)

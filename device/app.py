@@ -23,7 +23,9 @@ from device.display import FileDisplayConfig, open_display
 from device.errors import ModelError, ScreeningError
 from device.keyboard import KeyboardTrigger
 from device.kiosk import Kiosk, KioskSummary
-from device.model import FakeModelConfig, open_model
+from device.model import BundleModelConfig, FakeModelConfig, ModelBundle, open_model
+from device.model.store import ModelStore
+from device.model.watch import ActiveModelWatch
 from device.records import RecordStore
 from device.screen_render import render_message
 
@@ -41,7 +43,10 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
     from firmware_bridge.factory import open_link
 
     display = open_display(cfg.display)
+    stored = isinstance(cfg.model, BundleModelConfig) and bool(cfg.model.store)
     try:
+        # The pointer is read before the model is loaded, so a switch in between is noticed at the first patient.
+        watch = ActiveModelWatch(cfg.model, fixed=model is not None) if stored else None
         the_model = open_model(model_config_for(cfg, model))
     except ModelError as exc:
         display.show(render_message("MODEL PROBLEM", str(exc), "error", display.size), "model_error")
@@ -49,7 +54,9 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
     camera = open_camera(cfg.camera, Path(cfg.base_dir))
     link = open_link(cfg.link)
     store = RecordStore.from_config(cfg.records)
-    return Kiosk(cfg, camera, the_model, display, link, store, keyboard)
+    if stored:  # sweep what an interrupted `device model` command left (unless one is running now)
+        ModelStore(cfg.model, lambda action, detail, mid: store.audit("unit", action, detail, mid)).try_recover()
+    return Kiosk(cfg, camera, the_model, display, link, store, keyboard, watch)
 
 
 def run_kiosk(config: str | Path | None = None, model: str | None = None) -> KioskSummary:
@@ -88,7 +95,10 @@ def demo_config(out_dir: str | Path = "demo_output", patients: int | None = None
     if isinstance(display, FileDisplayConfig):
         display = display.model_copy(update={"folder": str(out / "screens")})
     kiosk = cfg.kiosk.model_copy(update={"export_folder": str(out), **({"patients": patients} if patients else {})})
-    return cfg.model_copy(update={"display": display, "kiosk": kiosk,
+    model = cfg.model
+    if isinstance(model, BundleModelConfig) and model.store:
+        model = model.model_copy(update={"store": str(out / "models")})
+    return cfg.model_copy(update={"display": display, "kiosk": kiosk, "model": model,
                                   "records": cfg.records.model_copy(update={"folder": str(out / "records")})})
 
 
@@ -146,7 +156,9 @@ def selftest(cfg: UnitConfig, model: str | None = None) -> list[Check]:
         m = open_model(mcfg)
         if isinstance(mcfg, FakeModelConfig):
             return f"{m.contract.id}: fake model, not for screening"
-        return f"{m.contract.id}: sha256, card and self-test passed (input {m.contract.input_size} px)"
+        signature = m.signature.describe() if isinstance(m, ModelBundle) and m.signature else "signature not checked"
+        return (f"{m.contract.id}: sha256, card and self-test passed (input {m.contract.input_size} px); "
+                f"{signature}")
 
     def check_camera() -> str:
         cam = open_camera(cfg.camera, Path(cfg.base_dir))

@@ -65,3 +65,31 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_private(path: str | Path, data: bytes, mode: int = 0o600) -> Path:
+    """Create a new file that only its owner may read (patient data, private keys), flushed to disk.
+
+    Args:
+        path: the file to create; an existing file is an error (``FileExistsError``), never overwritten.
+        data: the complete content.
+        mode: permission bits (default 0600), set whatever the umask; a file system without permissions (a FAT
+            USB stick) keeps its own, which the caller can check.
+
+    Returns:
+        The path.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.chmod(path, mode)
+    except OSError:
+        pass  # FAT and other permission-less file systems
+    return path

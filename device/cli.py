@@ -149,6 +149,16 @@ def console_password_cmd(records: str | None, config: str | None, user: str, pas
     click.echo(f"Console user '{user}' saved in {creds.path}.")
 
 
+def _add_update_commands() -> None:
+    from device.cli_updates import export_cmd, model_group
+
+    cli.add_command(model_group)
+    cli.add_command(export_cmd)
+
+
+_add_update_commands()
+
+
 def main() -> None:
     """Entry point: run the CLI, turning a ScreeningError into one line on stderr."""
     try:

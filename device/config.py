@@ -121,13 +121,16 @@ def describe(cfg: UnitConfig) -> str:
 
 
 def model_config_for(cfg: UnitConfig, model: str | None = None):
-    """The model config to use: ``model`` ('fake' or a bundle folder) overrides the file; relative paths resolve
-    against the config file's folder."""
+    """The model config to use: ``model`` ('fake' or a bundle folder) overrides the file (keeping its trusted keys);
+    a relative ``path`` resolves against the config file's folder (a ``store``, like ``records``, against the working
+    directory)."""
+    m = cfg.model
     if model == "fake":
         return FakeModelConfig()
     if model:
+        if isinstance(m, BundleModelConfig):
+            return m.model_copy(update={"path": str(Path(model).resolve()), "store": None})
         return BundleModelConfig(path=str(Path(model).resolve()))
-    m = cfg.model
     if isinstance(m, BundleModelConfig) and m.path:
         return m.model_copy(update={"path": str(resolve(cfg, m.path))})
     return m

@@ -20,6 +20,7 @@ from device.config import UnitConfig
 from device.errors import ImageError, ModelError, ScreeningError
 from device.keyboard import KeyboardTrigger
 from device.model.bundle import ModelBundle
+from device.model.watch import ActiveModelWatch, unsigned_notice
 from device.pipeline import screen_frame
 from device.quality import QualityGate
 from device.records import RecordStore
@@ -48,9 +49,10 @@ class Kiosk:
     """The unit's main loop over injected devices (real ones from the config, or fakes in tests)."""
 
     def __init__(self, cfg: UnitConfig, camera, model, display, link, store: RecordStore,
-                 keyboard: KeyboardTrigger | None = None) -> None:
+                 keyboard: KeyboardTrigger | None = None, model_watch: ActiveModelWatch | None = None) -> None:
         self.cfg, self.camera, self.model, self.display, self.link, self.store = (
             cfg, camera, model, display, link, store)
+        self.model_watch = model_watch  # the store's ACTIVE pointer, checked before each new patient
         self.gate = QualityGate(cfg.quality)
         self.contract = model.contract
         self.keyboard = keyboard or KeyboardTrigger(None)
@@ -66,6 +68,39 @@ class Kiosk:
                  "region_threshold": self.contract.region_threshold}
         self.summary.session_id = store.start_session(cfg.kiosk.operator, self.contract.id, cfg.kiosk.unit_name,
                                                       about)
+        self._audit_override()
+
+    def _audit_override(self) -> None:
+        """The development override is written to the audit trail whenever an unsigned model is taken into use."""
+        if unsigned_notice(self.model):
+            self.store.audit("unit", "model_signature_override", self.model.signature.audit_detail(),
+                             self.contract.id, self.summary.session_id)
+
+    def _check_model_update(self) -> bool:
+        """Before a new patient: switch to the model the store now names as active, or say why not.
+
+        Returns:
+            False when a message was shown instead (the nurse reads it; the next trigger captures).
+        """
+        change = self.model_watch.poll() if self.model_watch is not None else None
+        if change is None or change.model_id == self.contract.id:
+            return True
+        sid = self.summary.session_id
+        if change.model is None:
+            action = "model_restart_needed" if self.model_watch.fixed else "model_switch_refused"
+            self.store.audit("unit", action, {"to": change.model_id, "problem": change.problem}, self.contract.id, sid)
+            self._show(render_message("MODEL NOT CHANGED", f"{change.problem} Press the button to go on with "
+                                      f"{self.contract.id}.", "error", self.display.size, self.contract.id),
+                       "model_update")
+            return False
+        old = self.contract.id
+        self.model, self.contract = change.model, change.model.contract
+        self.store.audit("unit", "model_switched", {"from": old, "to": self.contract.id,
+                                                    "signature": change.model.signature.audit_detail()},
+                         self.contract.id, sid)
+        self._audit_override()
+        log.info("model switched from %s to %s", old, self.contract.id)
+        return True
 
     # -- signalling (never raises: the microcontroller may have vanished) ------------------------------------------
     def _signal(self, method: str, *args) -> None:
@@ -104,6 +139,8 @@ class Kiosk:
         """Show what the operator should do next and light the 'ready' LED."""
         msg = (f"Patient {self.patient_id}, {self.eye} eye, photo {self.attempt}: align the camera and press the "
                "button (or Enter).")
+        if unsigned_notice(self.model):
+            msg = f"{unsigned_notice(self.model)}: its signature was not verified. {msg}"
         self._show(render_message("READY", msg, "info", self.display.size, self.contract.id), "ready")
         self._signal("set_illumination", self.cfg.kiosk.illumination)
         self._signal("show_status", "ready")
@@ -140,6 +177,8 @@ class Kiosk:
         Raises:
             ModelError: the model failed; the unit cannot screen any more.
         """
+        if self.eye_index == 0 and self.attempt == 1 and not self._check_model_update():
+            return None
         if self.store.free_mb() < self.cfg.records.min_free_mb:
             self._error("DISK FULL", "The records disk is almost full: export and remove old sessions before "
                                      "screening.")
@@ -163,6 +202,8 @@ class Kiosk:
         if result.verdict is Verdict.UNGRADABLE:
             result = result.with_final(last_try)
         title = f"Patient {pid} · {eye} eye" + (f" · photo {attempt}" if attempt > 1 else "")
+        if unsigned_notice(self.model):
+            title += f" · {unsigned_notice(self.model)}"
         screen = render_result(result, frame.rgb, self.display.size, title)
         self._show(screen, f"{pid}_{eye}_{attempt}")
         try:

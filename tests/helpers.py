@@ -123,3 +123,75 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 path.append(nxt)
                 stack.append(iter(sorted(graph[nxt])))
     return None
+
+
+# The committed bundle the unit's model-update tests copy, re-identify and re-sign (int8, 256 px, 0.6 MiB).
+STORE_TEST_BUNDLE = REPO_ROOT / "models" / "eyepacs256-w0125-lc-int8"
+
+
+def signed_copy(source: Path, dest_root: Path, private_key, new_id: str | None = None, card_edit=None,
+                key_name: str = "test-key") -> Path:
+    """Copy a bundle to ``dest_root/<id>``, optionally with another id or an edited card, and sign it.
+
+    Args:
+        source: a bundle folder.
+        dest_root: where the copy goes (created).
+        private_key: a ``cryptography`` Ed25519 private key (None: leave the copy unsigned).
+        new_id: the copy's card id (default: the source's).
+        card_edit: ``f(card dict) -> None`` applied to the card before signing.
+
+    Returns:
+        The copy's folder.
+    """
+    import json
+    import shutil
+
+    from device.model.signature import SIGNATURE_FILE, sign_bundle
+
+    card = json.loads((source / "model.json").read_text())
+    if new_id:
+        card["id"] = new_id
+    if card_edit:
+        card_edit(card)
+    folder = dest_root / card["id"]
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(SIGNATURE_FILE))
+    (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    if private_key is not None:
+        sign_bundle(folder, private_key, key_name)
+    return folder
+
+
+def trusted(private_key, name: str = "test-key"):
+    """The config entry (``device.model.signature.TrustedKey``) of a test key's public half."""
+    import base64
+
+    from device.model.signature import TrustedKey
+
+    raw = private_key.public_key().public_bytes_raw()
+    return TrustedKey(name=name, public_key=base64.b64encode(raw).decode())
+
+
+def screened_unit(folder: Path, patients: int = 2, operator: str = "operator", unit_name: str = "test-unit"):
+    """A unit config whose records (``folder/records``) hold ``patients`` patients screened with the fake camera
+    and model (both eyes each, all gradable). Needs the unit's stack only.
+
+    Returns:
+        The ``device.config.UnitConfig``.
+    """
+    from device.camera import FakeCamera, draw_fundus
+    from device.config import parse_config
+    from device.display import FakeDisplay, FakeDisplayConfig
+    from device.kiosk import Kiosk
+    from device.model import FakeModel
+    from device.records import RecordStore
+    from firmware_bridge.fake import FakeLink
+
+    cfg = parse_config({"records": {"folder": str(folder / "records"), "fsync": False, "min_free_mb": 0},
+                        "kiosk": {"trigger": "auto", "patients": patients, "poll_interval_s": 0.0,
+                                  "operator": operator, "unit_name": unit_name}})
+    frames = [draw_fundus(i, 320, 240) for i in range(2 * patients)]
+    store = RecordStore(cfg.records.folder, fsync=False)
+    Kiosk(cfg, FakeCamera(frames=frames), FakeModel(size=64), FakeDisplay(FakeDisplayConfig(width=320, height=192)),
+          FakeLink(), store).run()
+    store.close()
+    return cfg

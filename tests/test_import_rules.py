@@ -19,9 +19,11 @@ FORBIDDEN = {
 # Hardware and runtime libraries: only ever imported inside a function of their adapter module.
 LAZY_ONLY = {"picamera2", "serial", "ai_edge_litert", "tflite_runtime"}
 # The parts of the unit the trainer shares (docs/ARCHITECTURE.md): never the kiosk, camera, display or records.
+# The signature and tar formats, the grading package format and the unit version are contracts both sides keep.
 TRAINER_MAY_IMPORT_FROM_DEVICE = {"device.atomic", "device.errors", "device.imageio", "device.model.bundle",
                                   "device.model.card", "device.model.runtime", "device.notice", "device.preprocess",
-                                  "device.regions"}
+                                  "device.regions", "device.model.signature", "device.model.archive",
+                                  "device.grading_package", "device.version"}
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:

@@ -136,9 +136,12 @@ def synth_cmd(kaggle_out: str | None, diaretdb1_out: str | None, n: int, size: i
               help="Evaluation report JSON to carry in the card.")
 @click.option("--set-default", is_flag=True, help="Make the bundle the unit's default (models/DEFAULT).")
 @click.option("--force", is_flag=True, help="Bundle a model that misses the parity tolerances (the report says so).")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, exists=True),
+              help="Sign every bundle with this private key (`trainer keygen`); units refuse unsigned bundles.")
 def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_root: str, data: str, which: str,
                calibration_images: int, held_out_images: int, threshold_method: str, target_sensitivity: float,
-               region_threshold: float, metrics_file: str | None, set_default: bool, force: bool) -> None:
+               region_threshold: float, metrics_file: str | None, set_default: bool, force: bool,
+               sign_key: str | None) -> None:
     """Export a run folder (or .keras file) SOURCE to checked TFLite bundles (see docs/export.md)."""
     from pydantic import ValidationError
 
@@ -147,6 +150,7 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
     from trainer.export.bundle import ExportOptions
     from trainer.export.run import export_run
 
+    signer = _signing_key(sign_key) if sign_key else None  # ask for a passphrase before the long export, not after
     try:
         options = ExportOptions(model_id=model_id, out_root=Path(out_root), calibration_images=calibration_images,
                                 held_out_images=held_out_images, threshold_method=threshold_method,
@@ -155,7 +159,7 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
         raise click.ClickException(first_error_sentence(exc, "Export options", "fix the flag")) from None
     try:
         summary = export_run(source, formats, options, data=data, which=which, metrics_file=metrics_file,
-                             set_default=set_default)
+                             set_default=set_default, signer=signer)
     except ScreeningError as exc:
         raise click.ClickException(str(exc)) from exc
     for result in summary.results:
@@ -163,7 +167,8 @@ def export_cmd(source: str, formats: tuple[str, ...], model_id: str | None, out_
         click.echo(f"{result.folder}: threshold {result.card.decision_threshold:.3f}, parity "
                    f"{'passed' if r['passed'] else 'FAILED (forced)'}: prob max diff {r['prob_max_abs_diff']:.4f}, "
                    f"AUC diff {r['auc_diff'] if r['auc_diff'] is None else round(r['auc_diff'], 4)}, "
-                   f"CAM r median {r['cam_corr_median']:.4f}")
+                   f"CAM r median {r['cam_corr_median']:.4f}"
+                   f"{f', signed with {signer.name} (key {signer.key_id})' if signer else ', UNSIGNED'}")
     for fmt, reason in summary.failures.items():
         click.echo(f"error: {fmt}: {reason}", err=True)
     if summary.failures:
@@ -204,6 +209,87 @@ def evaluate_cmd(model: str, data_root: str, out_dir: str, overrides: tuple[str,
         from trainer.evaluate.report import publish_report
 
         click.echo(f"published (no overlays): {publish_report(result.out_dir, publish_dir)}")
+
+
+def _passphrase(confirm: bool) -> bytes:
+    import os
+
+    from trainer.signing import PASSPHRASE_ENV
+
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV].encode()
+    return click.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm).encode()
+
+
+def _signing_key(path: str, name: str | None = None):
+    """Load a signing key, asking for its passphrase when it is encrypted (or reading DR_KEY_PASSPHRASE)."""
+    from device.errors import ScreeningError
+    from trainer.signing import key_is_encrypted, load_signing_key
+
+    try:
+        return load_signing_key(path, _passphrase(False) if key_is_encrypted(path) else None, name)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Who holds the key, e.g. dr-cam-project-2026 (units show it).")
+@click.option("--passphrase", "use_passphrase", is_flag=True,
+              help="Encrypt the key with a passphrase (asked twice, or read from DR_KEY_PASSPHRASE).")
+def keygen_cmd(key_file: str, name: str, use_passphrase: bool) -> None:
+    """Make an Ed25519 signing key: KEY_FILE (private, mode 0600: keep it offline) and KEY_FILE.pub."""
+    from device.errors import ScreeningError
+    from trainer.signing import generate_key, public_key_file
+
+    try:
+        key = generate_key(key_file, name, _passphrase(True) if use_passphrase else None)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"private key: {key.path} (mode 600{', passphrase-protected' if use_passphrase else ''}); keep it "
+               "offline and never commit it")
+    click.echo(f"public key:  {public_key_file(key.path)} (key id {key.key_id})")
+    click.echo("a unit trusts it with, in its config's [model] section:")
+    click.echo(f'trusted_keys = [{{ name = "{key.name}", public_key = "{key.public_key}" }}]')
+
+
+@cli.command("sign")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True))
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Private key file (`trainer keygen`).")
+@click.option("--key-name", default=None, help="Name in the signature (default: from KEY.pub).")
+@click.option("--tar", "tar_out", type=click.Path(dir_okay=False),
+              help="Also write the signed bundle as a .tar (for a USB stick: `device model install`).")
+def sign_cmd(bundle: str, key_file: str, key_name: str | None, tar_out: str | None) -> None:
+    """Check BUNDLE as the unit does (card, sha256, self-test), then sign all its files (signature.json)."""
+    from device.errors import ScreeningError
+    from trainer.signing import sign_bundle_folder
+
+    key = _signing_key(key_file, key_name)
+    try:
+        path = sign_bundle_folder(bundle, key, tar=tar_out)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{path}: signed with {key.name} (key {key.key_id})" + (f"; tar: {tar_out}" if tar_out else ""))
+
+
+@cli.command("import-grades")
+@click.argument("package", type=click.Path(file_okay=False, exists=True))
+@click.argument("grades", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New dataset folder (EyePACS layout).")
+def import_grades_cmd(package: str, grades: str, out: str) -> None:
+    """Turn a unit's grading PACKAGE and the specialist's GRADES csv into a dataset that `prepare` reads."""
+    from device.errors import ScreeningError
+    from trainer.data.grades import import_grades
+
+    try:
+        r = import_grades(package, grades, out)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from None
+    levels = ", ".join(f"{k}: {v}" for k, v in sorted(r.levels.items()))
+    click.echo(f"{r.folder}: {r.images} images (grades {levels}); {r.ungraded} photographs not graded, "
+               f"{r.retakes_left_out} retakes of an already graded eye left out. Next: python -m trainer train "
+               f"--set data.source=folder --set data.path={r.folder} (or trainer prepare it first).")
 
 
 def main() -> None:

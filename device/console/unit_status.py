@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from device.atomic import sha256_file
 from device.config import model_config_for
 from device.errors import ScreeningError
 from device.model import BundleModelConfig
-from device.model.bundle import MODELS_ROOT, default_model_dir, read_card
+from device.model.bundle import MODELS_ROOT, bundle_folder, read_card
 from device.model.card import ModelCard
 
 CARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")  # device.model.card.ModelCard.id
@@ -59,7 +58,7 @@ def configured_model(unit) -> tuple[ModelCard | None, str, bool | None]:
     if not isinstance(mcfg, BundleModelConfig):
         return None, "the config names the fake model: not for screening", None
     try:
-        folder = Path(mcfg.path) if mcfg.path else default_model_dir()
+        folder = bundle_folder(mcfg)  # its path, the store's active model, or the bundled default
         card = read_card(folder)
     except ScreeningError as exc:
         return None, str(exc), None

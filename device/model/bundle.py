@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.config import first_error_sentence
 from device.atomic import sha256_file
 from device.errors import ModelError
+from device.model.active import read_active
 from device.model.base import Prediction
 from device.model.card import CARD_FILE, ModelCard
+from device.model.compat import check_compatible
 from device.model.runtime import LiteRTRuntime
+from device.model.signature import PROJECT_KEYS, SignatureCheck, TrustedKey, check_signature
 from device.preprocess import standardise
 
 MODELS_ROOT = Path(__file__).resolve().parents[2] / "models"
@@ -42,6 +45,19 @@ class BundleModelConfig(BaseModel):
     path: str | None = Field(None, description="bundle folder; None = the bundled default model (models/)")
     run_selftest: bool = Field(True, description="run the bundle's self-test images at start-up")
     num_threads: int | None = Field(None, ge=1, le=64, description="LiteRT CPU threads; None = runtime default")
+    # Model updates (device.model.store, docs/model_updates.md): where installed bundles live, whom to trust.
+    store: str | None = Field(None, description="folder of installed models (`python -m device model install`); its "
+                                                "ACTIVE pointer names the model; None = `path` or the bundled default")
+    trusted_keys: tuple[TrustedKey, ...] = Field(PROJECT_KEYS, description="Ed25519 public keys whose bundle "
+                                                 "signatures the unit accepts; default: the project's key")
+    allow_unsigned: bool = Field(False, description="DEVELOPMENT ONLY: run bundles whose signature does not verify "
+                                                    "(audited at every start, shown on screens and the self-test)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BundleModelConfig:
+        if self.path and self.store:
+            raise ValueError("give either path (one fixed bundle) or store (installed models), not both")
+        return self
 
 
 def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,6 +91,43 @@ def default_model_dir(models_root: str | Path | None = None) -> Path:
         raise ModelError(f"The default model '{model_id}' named in {marker} is not in {root}; restore the bundle "
                          "or point DEFAULT at an existing one.")
     return root / model_id
+
+
+def bundle_folder(cfg: BundleModelConfig) -> Path:
+    """The bundle a config runs: its ``path``; else the model its ``store``'s ACTIVE pointer names; else the bundled
+    default (a store where nothing was activated yet runs the bundled default too).
+
+    Raises:
+        ModelError: the pointer is damaged, or no default is designated.
+    """
+    if cfg.path:
+        return Path(cfg.path)
+    pointer = read_active(cfg.store) if cfg.store else None
+    return Path(cfg.store) / pointer.active if pointer is not None else default_model_dir()
+
+
+def _require_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ModelError(f"The model folder {folder} does not exist; check the path or copy the bundle there.")
+
+
+def open_checked_bundle(folder: str | Path, cfg: BundleModelConfig) -> ModelBundle:
+    """What the unit runs: the bundle's signature (against ``cfg.trusted_keys``), its compatibility with this unit,
+    then :func:`load_bundle`'s checks (card, sha256, tensors, self-test), in that order.
+
+    Returns:
+        The bundle, with ``signature`` set (untrusted only under ``cfg.allow_unsigned``).
+
+    Raises:
+        ModelError: any check fails (a :class:`device.model.signature.SignatureError` for the signature).
+    """
+    folder = Path(folder)
+    _require_folder(folder)
+    signature = check_signature(folder, cfg.trusted_keys, cfg.allow_unsigned)
+    check_compatible(folder)
+    bundle = load_bundle(folder, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)
+    bundle.signature = signature
+    return bundle
 
 
 def read_card(folder: Path) -> ModelCard:
@@ -118,6 +171,8 @@ class ModelBundle:
         card: the whole validated model card.
         contract: the card facts the screening pipeline reads (``card.contract``).
         runtime: the LiteRT interpreter, created once.
+        signature: how its signature checked out (:func:`open_checked_bundle`); None when loaded without that check
+            (:func:`load_bundle`, e.g. by the trainer).
     """
 
     def __init__(self, folder: Path, card: ModelCard, runtime: LiteRTRuntime):
@@ -125,12 +180,12 @@ class ModelBundle:
         self.card = card
         self.contract = card.contract
         self.runtime = runtime
+        self.signature: SignatureCheck | None = None
 
     @classmethod
     def from_config(cls, cfg: BundleModelConfig) -> ModelBundle:
-        """Load and check the bundle a config names (its folder, or the default bundle)."""
-        path = Path(cfg.path) if cfg.path else default_model_dir()
-        return load_bundle(path, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)
+        """Load and check the bundle a config names (:func:`bundle_folder`), signature first."""
+        return open_checked_bundle(bundle_folder(cfg), cfg)
 
     @property
     def id(self) -> str:
@@ -199,8 +254,7 @@ def load_bundle(path: str | Path, run_selftest: bool = True, num_threads: int | 
             self-test mismatch, or no runtime installed — one sentence saying what to do.
     """
     folder = Path(path)
-    if not folder.is_dir():
-        raise ModelError(f"The model folder {folder} does not exist; check the path or copy the bundle there.")
+    _require_folder(folder)
     card = read_card(folder)
     model_path = folder / card.file
     if not model_path.is_file():

@@ -163,6 +163,9 @@ class ModelCard(_Strict):
     parity: dict[str, float | int | str | bool | None] = Field(description="Summary of parity_report.json.")
     selftest: SelfTest
     code_version: str = Field(min_length=1)
+    compatible_units: str | None = Field(
+        None, max_length=100, description="PEP 440 specifiers of the unit software versions (device.version) that can "
+        "run this bundle, e.g. '>=0.2,<1'; None = any unit that reads this card schema (device.model.compat).")
     created: datetime
     source: str = Field(description="What was exported (checkpoint / run name), no private paths required.")
     licence: str = Field(description="Licence of the model weights and of this bundle.")

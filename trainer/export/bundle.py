@@ -47,6 +47,7 @@ from device.model.runtime import LiteRTRuntime, TensorSpec
 from device.notice import RESEARCH_NOTICE
 from device.preprocess import InputNormalisation, standardise
 from device.regions import REGION_THRESHOLD, CardCAMNormalisation
+from device.version import compatible_units
 from trainer.evaluate.threshold import choose_threshold
 from trainer.export.convert import ExportError, convert_to_tflite
 from trainer.export.parity import parity_report, write_report
@@ -171,12 +172,13 @@ def _card(model, options: ExportOptions, runtime: LiteRTRuntime, flatbuffer: byt
         parity={k: v for k, v in report.items() if not isinstance(v, (dict, list))},
         selftest=SelfTest(sha256=selftest_sha, n_images=options.selftest_images, prob_atol=prob_atol,
                           cam_min_corr=cam_min_corr),
-        code_version=code_version(), created=datetime.now(UTC), source=source, licence=MODEL_LICENCE,
+        code_version=code_version(), compatible_units=compatible_units(), created=datetime.now(UTC), source=source,
+        licence=MODEL_LICENCE,
     )
 
 
 def export_bundle(model, options: ExportOptions, dataset=None, training_data: TrainingData | None = None,
-                  metrics: dict | None = None, source: str = "keras model") -> ExportResult:
+                  metrics: dict | None = None, source: str = "keras model", signer=None) -> ExportResult:
     """Export one Keras CAM model as a bundle ``<out_root>/<model_id>/``.
 
     Args:
@@ -187,6 +189,8 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
         training_data: the card's training-data summary (counts only); None = "unspecified".
         metrics: evaluation metrics to carry in the card (e.g. DiaretDB1), key -> number or string.
         source: what was exported (run name, checkpoint), for the card.
+        signer: a :class:`trainer.signing.SigningKey`: sign the bundle (``signature.json``) before it is published,
+            so units that trust the key accept it; None = unsigned (units refuse it).
 
     Returns:
         :class:`ExportResult`.
@@ -235,6 +239,10 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
                  metrics, source)
     write_atomic(staging / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode())
     load_bundle(staging, run_selftest=True)  # the unit's own checks, before the bundle is published
+    if signer is not None:
+        from trainer.signing import sign_bundle_folder
+
+        sign_bundle_folder(staging, signer, check=False)  # just checked; signing last covers every file
     final = out_root / options.model_id
     _replace_folder(staging, final)
     shutil.rmtree(out_root / f"{options.model_id}.rejected", ignore_errors=True)

@@ -88,7 +88,7 @@ def _recipe(config, metrics: dict) -> str:
 
 def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), options: ExportOptions | None = None,
                data: str = DATA_FROM_RUN, which: str = "best", metrics_file: str | Path | None = None,
-               set_default: bool = False) -> ExportSummary:
+               set_default: bool = False, signer=None) -> ExportSummary:
     """Export a run's best (or last) weights, or a ``.keras`` file, to one bundle per format.
 
     Args:
@@ -103,6 +103,7 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), options
             flattened into the card as ``evaluation.<key path>``.
         set_default: make an exported bundle the unit's default (``models/DEFAULT``): int8 when it was exported
             (passed parity or forced), else the first that was.
+        signer: a :class:`trainer.signing.SigningKey` that signs every bundle (``trainer export --sign KEY``).
 
     Returns:
         :class:`ExportSummary`: the bundles written and, per format that failed (conversion or parity), the
@@ -135,7 +136,7 @@ def export_run(source: str | Path, formats: tuple[str, ...] = ("int8",), options
     for fmt in formats:
         opts = ExportOptions.model_validate({**settings, "format": fmt, "model_id": f"{base_id}-{fmt}"})
         try:
-            results.append(export_bundle(model, opts, dataset, summary, metrics, described))
+            results.append(export_bundle(model, opts, dataset, summary, metrics, described, signer=signer))
         except ExportError as exc:  # e.g. int8 out of tolerance: the other formats are still exported
             failures[fmt] = str(exc)
     if set_default and results:

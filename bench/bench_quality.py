@@ -1,0 +1,184 @@
+"""How often the quality gate agrees with experts: per source, per reason, and against the EyeQ grades.
+
+Runs the shipped gate (device/quality.py, default thresholds) the way the unit does (preprocess at the model's
+input size, then ``QualityGate.assess``) on every real photograph under ../shared/data (bench/quality_data.py)
+and on degraded copies of every gradable one, and prints:
+
+1. per source and kind of photograph: how many are called ungradable, and with the right reason;
+2. per source: the reasons given on the real photographs;
+3. the confusion against the EyeQ expert grades (Good / Usable / Reject);
+4. the gate's speed at 512 px, side by side with the preprocessing it follows (a ratio: the machine is shared).
+
+    python -m bench.bench_quality                     # everything (~10 min on 2 shared cores)
+    python -m bench.bench_quality --limit 20 --csv /tmp/gate.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality_data import EXPECTED, GRADES, SOURCES, VARIANTS, Photo, copies, photos
+from device.errors import BlankImageError, ImageError, ImageTooSmallError, NotFundusError
+from device.imageio import load_image
+from device.preprocess import preprocess
+from device.quality import REASONS, QualityGate
+
+KEY_OF = {text: key for key, text in REASONS.items()}
+DEFAULT_MODEL_SIZE = 256  # the bundled models' input size (models/*/model.json); --model-size changes it
+
+
+def default_model_size() -> int:
+    """Input size of the default model bundle (models/DEFAULT), else DEFAULT_MODEL_SIZE."""
+    import json
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    try:
+        bundle = (root / "DEFAULT").read_text().strip()
+        return int(json.loads((root / bundle / "model.json").read_text())["input"]["size"])
+    except (OSError, ValueError, KeyError):
+        return DEFAULT_MODEL_SIZE
+
+
+def assess(gate: QualityGate, rgb: np.ndarray, size: int) -> tuple[list[str], dict[str, float]]:
+    """The failed-check keys (empty: gradable) and metrics, as the unit's pipeline would decide."""
+    try:
+        pre = preprocess(rgb, size=size)
+    except (BlankImageError, NotFundusError, ImageTooSmallError) as err:
+        try:
+            report = QualityGate.report_for_error(err)
+        except TypeError:  # a gate that refuses small photographs by raising, as screen_frame does
+            return ["too_small"], {}
+        return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)
+    report = gate.assess(rgb, pre)
+    return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)
+
+
+def run(items: list[Photo], size: int, gate: QualityGate | None = None, progress: bool = True) -> list[dict]:
+    """One row per (photograph, variant): source, name, grade, variant, failed keys, metrics."""
+    from tqdm import tqdm
+
+    gate = gate or QualityGate()
+    rows = []
+    for i, photo in enumerate(tqdm(items, disable=not progress, desc="gate", mininterval=5)):
+        rgb = load_image(photo.path)
+        try:
+            made = list(copies(photo, rgb, seed=i))
+        except ImageError:  # the original's FOV is not found: no degraded copies can be made from it
+            made = [("original", rgb)]
+        for variant, img in made:
+            keys, metrics = assess(gate, img, size)
+            rows.append({"source": photo.source, "name": photo.name, "group": photo.group,
+                         "grade": "" if photo.grade is None else photo.grade, "variant": variant,
+                         "failed": "+".join(keys), **{k: round(float(v), 6) for k, v in metrics.items()}})
+    return rows
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{n}/{d} ({100.0 * n / d:.1f} %)" if d else "—"
+
+
+def print_tables(rows: list[dict]) -> None:
+    """The three agreement tables (markdown)."""
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["source"], r["variant"])].append(r)
+    print("\n### Ungradable, per source and kind of photograph (degraded copies: with the right reason)\n")
+    print("| kind | " + " | ".join(SOURCES) + " |")
+    print("|---|" + "---:|" * len(SOURCES))
+    for variant in ("original", *VARIANTS):
+        cells = []
+        for s in SOURCES:
+            sel = by.get((s, variant), [])
+            if variant == "original" and s == "eyeq":
+                sel = [r for r in sel if r["grade"] == 0]
+            if variant == "original":
+                cells.append(_pct(sum(bool(r["failed"]) for r in sel), len(sel)))
+            else:
+                right = sum(bool(set(r["failed"].split("+")) & EXPECTED[variant]) for r in sel)
+                cells.append(_pct(right, len(sel)))
+        label = "original (EyeQ: Good only)" if variant == "original" else variant
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n### Reasons given on the real photographs (a photograph can have several)\n")
+    print("| source | photographs | ungradable | reasons |")
+    print("|---|---:|---:|---|")
+    for s in SOURCES:
+        sel = by.get((s, "original"), [])
+        if not sel:
+            continue
+        reasons = Counter(k for r in sel for k in r["failed"].split("+") if k)
+        text = ", ".join(f"{k} {n}" for k, n in reasons.most_common())
+        print(f"| {s} | {len(sel)} | {_pct(sum(bool(r['failed']) for r in sel), len(sel))} | {text} |")
+    eyeq = by.get(("eyeq", "original"), [])
+    if eyeq:
+        print("\n### Against the EyeQ expert grades (eyepacs_256/eyeq_quality.csv)\n")
+        print("| EyeQ grade | images | called gradable | called ungradable | reasons |")
+        print("|---|---:|---:|---:|---|")
+        for g, name in enumerate(GRADES):
+            sel = [r for r in eyeq if r["grade"] == g]
+            bad = sum(bool(r["failed"]) for r in sel)
+            reasons = Counter(k for r in sel for k in r["failed"].split("+") if k)
+            text = ", ".join(f"{k} {n}" for k, n in reasons.most_common())
+            print(f"| {g} {name} | {len(sel)} | {_pct(len(sel) - bad, len(sel))} | {_pct(bad, len(sel))} | {text} |")
+
+
+def speed(items: list[Photo], repeats: int = 5) -> tuple[float, float]:
+    """Median ms of preprocess(512 px) and of the gate on its result, interleaved on the same photographs."""
+    gate = QualityGate()
+    t_pre, t_gate = [], []
+    for photo in items:
+        rgb = load_image(photo.path)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            pre = preprocess(rgb, size=512)
+            t_pre.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            gate.assess(rgb, pre)
+            t_gate.append(time.perf_counter() - t)
+    return 1000 * float(np.median(t_pre)), 1000 * float(np.median(t_gate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="photographs per source (default: all)")
+    parser.add_argument("--model-size", type=int, default=None,
+                        help="model input size the unit preprocesses to (default: the default bundle's)")
+    parser.add_argument("--csv", type=Path, default=None, help="write one row per photograph here")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed row")
+    args = parser.parse_args(argv)
+    items = photos(limit=args.limit)
+    if not items:
+        print("No real photographs under ../shared/data: this benchmark needs them.", file=sys.stderr)
+        return 1
+    size = args.model_size or default_model_size()
+    rows = run(items, size)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with args.csv.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+    counts = Counter(p.source for p in items)
+    print(f"\n{len(rows)} photographs assessed ({', '.join(f'{s} {n}' for s, n in counts.items())} real ones, "
+          f"and degraded copies of the gradable ones), preprocessed at the model size {size} px")
+    print_tables(rows)
+    if not args.no_speed:
+        sample = [p for p in items if p.source in ("kaggle", "diaretdb1", "idrid")][:: 10][:20]
+        pre_ms, gate_ms = speed(sample)
+        print(f"\n### Speed (median of {len(sample)} real photographs x 5, interleaved; shared machine)\n")
+        print("| stage | median ms | ratio to preprocess |")
+        print("|---|---:|---:|")
+        print(f"| preprocess to 512 px (FOV, crop, standardise) | {pre_ms:.2f} | 1.00 |")
+        print(f"| quality gate on the 512 px crop | {gate_ms:.2f} | {gate_ms / pre_ms:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,16 +21,23 @@ WORK_SIZE = 640
 CORNER_FRACTION = 0.04  # corner patches used to estimate the background level
 MIN_CONTRAST = 12.0  # 8-bit levels: a photo darker than this is black; retina must exceed the corners by this
 FLAT_STD = 2.0  # 8-bit levels: a (median-filtered) picture varying less than this is flat
-THRESHOLD_FRACTION = 0.05  # FOV threshold = background + this fraction of (retina - background); vignetted rims
-# of DiaretDB1 photos fall to ~15 levels on a ~130 retina, so the fraction must stay well below 0.1
+# FOV threshold = background + a fraction of (retina - background), tried in this order. Vignetted rims of
+# DiaretDB1 photos fall to ~15 levels on a ~130 retina, so the first must stay well below 0.1; the higher ones
+# rescue contrast-enhanced copies whose margin noise was amplified to 20-100 levels next to a ~240 retina
+# (EyePACS); their noise floor (NOISE_SIGMAS) is dropped, since amplified noise can reach into a dim retina.
+THRESHOLD_FRACTIONS = (0.05, 0.15, 0.3, 0.5)
 MIN_THRESHOLD_MARGIN = 5.0  # ... and at least this far above the background (JPEG noise is ~1-3 levels)
 NOISE_SIGMAS = 5.0  # ... and this many background noise sigmas (robust, from the corners' MAD)
 MIN_RADIUS_FRACTION = 0.2  # a FOV smaller than this fraction of the short side is not a usable fundus photograph
 MIN_FILL = 0.85  # fraction of the fitted disc (inside the frame) that the bright blob must cover
 # The unclipped rim must span this much of the circle, in at least MIN_QUADRANTS quadrants, to trust a fit: a disc
-# cut on all four sides (EyePACS copies letterboxed to a square) shows only four ~20-degree corner arcs.
+# cut deeply on all four sides shows only four short corner arcs (but see MIN_ARC_DEGREES_ALL_QUADRANTS).
 MIN_ARC_DEGREES = 60.0
 MIN_QUADRANTS = 2
+# ... unless the arcs lie in all four quadrants: a retina that fills the frame (a photograph already cropped to
+# the retina, or a camera whose field is larger than its sensor) shows only its four corner arcs, and four
+# opposite arcs pin the circle down as well as one long one.
+MIN_ARC_DEGREES_ALL_QUADRANTS = 20.0
 # Boundary points this close to the blob's bounding box count as "cut by the frame, the camera's aperture or a
 # letterboxing resize" (DiaretDB1's aperture cuts the disc 6 px inside its 1152 px frame).
 EDGE_MARGIN_PX = 2
@@ -119,7 +126,6 @@ def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
     value = cv2.medianBlur(cv2.max(cv2.max(r, g), b), 5)  # uint8: OpenCV's max and reductions beat numpy's here
     # Letterbox bars (exact black added by a resize or a viewer) would hide the real margin's noise level.
     oy, ox, value = _trim_bars(value)
-    sh, sw = value.shape
 
     background, noise, retina = _levels(value)
     mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(value))
@@ -133,11 +139,41 @@ def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
             f"{_cap(label)} has no dark border around a round retina, so it does not look like a fundus photograph; "
             "retake it with the eye centred in the frame."
         )
-    threshold = background + max(MIN_THRESHOLD_MARGIN, NOISE_SIGMAS * noise, THRESHOLD_FRACTION * (retina - background))
-    blob = _largest_blob(value > threshold)
+    # Contrast-enhanced copies amplify the margin's JPEG noise (and some cameras leave a grey margin), so a
+    # threshold just above the corners can merge the margin with the disc: retry with higher ones. The first
+    # fraction is the one every unprocessed photograph passes with; the others only run when it fails.
+    error: NotFundusError | None = None
+    for fraction in THRESHOLD_FRACTIONS:
+        floor = NOISE_SIGMAS * noise if fraction == THRESHOLD_FRACTIONS[0] else 0.0
+        threshold = background + max(MIN_THRESHOLD_MARGIN, floor, fraction * (retina - background))
+        try:
+            cx, cy, r, bounds, clipped = _disc(value > threshold, label)
+            break
+        except NotFundusError as err:
+            error = error or err
+    else:
+        raise error
+    inv = 1.0 / scale
+    rim = RIM_EROSION_FRACTION * r
+    bounds = (bounds[0] + rim + ox, bounds[1] + rim + oy, bounds[2] - rim + ox, bounds[3] - rim + oy)
+    cx, cy = cx + ox, cy + oy
+    # Working-copy pixel centres map to original centres through the half-pixel convention.
+    return FieldOfView(
+        cx=(cx + 0.5) * inv - 0.5, cy=(cy + 0.5) * inv - 0.5, radius=(r - rim) * inv, image_shape=(h, w),
+        clipped=bool(clipped), bounds=tuple(b * inv for b in bounds),
+    )
+
+
+def _disc(binary: np.ndarray, label: str) -> tuple[float, float, float, tuple[float, float, float, float], bool]:
+    """The disc of one thresholded working copy: (cx, cy, r, pixel-edge bounds of the visible retina, clipped).
+
+    Raises:
+        NotFundusError: the bright region is not a round disc on a dark border.
+    """
+    sh, sw = binary.shape
+    blob = _largest_blob(binary)
     if blob is None:
         raise NotFundusError(f"No retina was found in {label}; retake it with the eye centred in the frame.")
-
     points = _free_boundary_points(blob)
     cx, cy, r = _fit_circle(points, label)
     fitted = disc_mask((sh, sw), cx, cy, r)
@@ -158,15 +194,7 @@ def find_fov(rgb: np.ndarray, label: str = "the photograph") -> FieldOfView:
     # Pixel-edge bounds of the blob; they only cut the disc where an aperture or the frame clips it.
     bounds = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
     clipped = bounds[1] > cy - r + 2 or bounds[3] < cy + r - 2 or bounds[0] > cx - r + 2 or bounds[2] < cx + r - 2
-    inv = 1.0 / scale
-    rim = RIM_EROSION_FRACTION * r
-    bounds = (bounds[0] + rim + ox, bounds[1] + rim + oy, bounds[2] - rim + ox, bounds[3] - rim + oy)
-    cx, cy = cx + ox, cy + oy
-    # Working-copy pixel centres map to original centres through the half-pixel convention.
-    return FieldOfView(
-        cx=(cx + 0.5) * inv - 0.5, cy=(cy + 0.5) * inv - 0.5, radius=(r - rim) * inv, image_shape=(h, w),
-        clipped=bool(clipped), bounds=tuple(b * inv for b in bounds),
-    )
+    return cx, cy, r, bounds, clipped
 
 
 def _cap(text: str) -> str:
@@ -254,7 +282,8 @@ def _fit_circle(points: np.ndarray, label: str) -> tuple[float, float, float]:
     angles = np.degrees(np.arctan2(points[keep, 1] - cy, points[keep, 0] - cx))
     on_circle = np.mean(resid < max(2.0, INLIER_TOLERANCE * r))
     quadrants = len(np.unique(((angles + 180.0) // 90).astype(int) % 4))
-    if (_arc_coverage(angles) < MIN_ARC_DEGREES or quadrants < MIN_QUADRANTS or r <= 0
+    min_arc = MIN_ARC_DEGREES_ALL_QUADRANTS if quadrants == 4 else MIN_ARC_DEGREES
+    if (_arc_coverage(angles) < min_arc or quadrants < MIN_QUADRANTS or r <= 0
             or on_circle < MIN_INLIER_FRACTION):
         raise not_round
     # Contour points sit on the outermost inside pixels; the rim is half a pixel further out.

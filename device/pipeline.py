@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.errors import BlankImageError, ModelError, NotFundusError
+from device.errors import BlankImageError, ImageTooSmallError, ModelError, NotFundusError
 from device.model.base import ScreeningModel
 from device.preprocess import CropGeometry, preprocess
 from device.quality import QualityGate
@@ -63,11 +63,11 @@ def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
         label: names the photograph in error messages.
 
     Returns:
-        The frozen result. A photograph with no findable retina is ``ungradable`` with no probability; an
-        ungradable photograph whose retina was found still gets the model's probability (reported, not used).
+        The frozen result. A photograph that is too small or has no findable retina is ``ungradable`` with no
+        probability; an ungradable photograph whose retina was found still gets the model's probability
+        (reported, not used).
 
     Raises:
-        ImageTooSmallError: the photograph is below the minimum size (it cannot be screened at all).
         ModelError: the model failed.
     """
     contract = model.contract
@@ -75,9 +75,9 @@ def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
     t = time.perf_counter()
     try:
         pre = preprocess(rgb, size=contract.input_size, method=contract.normalisation, label=label)
-    except (BlankImageError, NotFundusError) as err:
+    except (BlankImageError, NotFundusError, ImageTooSmallError) as err:
         timings["preprocess"] = _ms(t)
-        report = QualityGate.report_for_error(err)
+        report = QualityGate.report_for_error(err, rgb)
         timings["total"] = timings["preprocess"]
         return ScreeningResult(Verdict.UNGRADABLE, None, report, (), contract.id, timings,
                                threshold=contract.decision_threshold)

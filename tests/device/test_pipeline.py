@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from device.camera import draw_fundus
-from device.errors import ImageTooSmallError, ModelError
+from device.errors import ModelError
 from device.model import FakeModel, ModelContract, open_model
 from device.pipeline import screen_frame
 from device.preprocess import preprocess
@@ -74,9 +74,10 @@ def test_no_retina_is_ungradable_without_probability():
     assert screen_frame(black, FakeModel(size=64), QualityGate()).quality.reasons == (REASONS["blank"],)
 
 
-def test_too_small_photograph_raises_a_sentence():
-    with pytest.raises(ImageTooSmallError, match="smaller than the 224 px minimum"):
-        screen_frame(draw_fundus(1, 200, 150), FakeModel(size=64), QualityGate())
+def test_too_small_photograph_is_ungradable_for_resolution():
+    r = screen_frame(draw_fundus(1, 200, 150), FakeModel(size=64), QualityGate())
+    assert r.verdict is Verdict.UNGRADABLE and r.probability is None
+    assert r.quality.reasons == (REASONS["resolution"],)
 
 
 def test_invalid_model_output_is_a_model_error(photo):

@@ -1,33 +1,37 @@
-"""The quality gate on real photographs (../shared/data): originals pass, degraded copies fail."""
+"""The quality gate on real photographs (../shared/data): originals pass, degraded copies fail with their reason,
+and the metrics do not move with the model's input size."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from bench.bench_quality import run
+from bench.quality_data import EXPECTED, VARIANTS, photos
+from device.imageio import load_image
+from device.preprocess import preprocess
+from device.quality import measure
 
-
-def _calibration():
-    pytest.importorskip("tqdm", reason="bench/calibrate_quality.py shows a progress bar with tqdm (train extra)")
-    spec = importlib.util.spec_from_file_location("calibrate_quality", REPO / "bench" / "calibrate_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+CONTINUOUS = ("brightness", "clipped", "local_contrast", "focus", "sharpness", "illumination_spread")
 
 
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_gate_passes_real_originals_and_fails_their_degraded_copies(kaggle_sample_root, diaretdb1_root):
-    cal = _calibration()
-    paths = cal.good_images(limit=3)  # 3 Kaggle originals + 3 DiaretDB1 images spread over the set
-    assert len(paths) == 6
-    rows = cal.calibrate(paths, progress=False)
-    table = cal.confusion(rows)
-    assert table["original"] == (6, 0), [r for r in rows if r["variant"] == "original"]
-    for variant in ("blurred", "dark", "over_exposed", "off_centre", "partial", "non_fundus", "glare"):
-        assert table[variant] == (0, 6), (variant, [r for r in rows if r["variant"] == variant])
-    reasons = {r["variant"]: r["failed"] for r in rows}
-    assert "focus" in reasons["blurred"] and "glare" in reasons["glare"]
+    items = photos(("kaggle", "diaretdb1", "idrid"), limit=2)  # 2 photographs of each of three cameras
+    assert len(items) >= 4
+    rows = run(items, size=256, progress=False)
+    originals = [r for r in rows if r["variant"] == "original"]
+    assert all(not r["failed"] for r in originals), [(r["name"], r["failed"]) for r in originals if r["failed"]]
+    for variant in VARIANTS:
+        sel = [r for r in rows if r["variant"] == variant]
+        wrong = [(r["name"], r["failed"]) for r in sel if not set(r["failed"].split("+")) & EXPECTED[variant]]
+        assert len(sel) == len(originals) and not wrong, (variant, wrong)
+
+
+@pytest.mark.real_data
+def test_real_metrics_do_not_depend_on_model_size(diaretdb1_root):
+    for photo in photos(("diaretdb1", "idrid"), limit=2):
+        rgb = load_image(photo.path)
+        a, b = measure(rgb, preprocess(rgb, size=256)), measure(rgb, preprocess(rgb, size=512))
+        for key in CONTINUOUS:
+            assert a[key] == pytest.approx(b[key], rel=0.08, abs=0.005), (photo.name, key)

@@ -1,0 +1,198 @@
+"""The quality gate's measurements of one photograph (device.quality applies thresholds and the learned score).
+
+Every metric is measured on the FOV-centred crop resampled to ``GATE_SIZE`` pixels across the retina, and is a
+ratio or a fraction rather than a raw level wherever the camera, the JPEG quality or earlier processing (a
+contrast stretch, a resize) could shift the level: focus and sharpness compare fine with coarse detail of the same
+photograph, contrast is relative to the local brightness, and the glare test looks for a large flat saturated
+patch rather than any bright pixel (the optic disc, vessel reflexes and the rim of a stretched photograph are
+bright but small, thin or outside the measured area). The only absolute levels are the exposure checks, which
+are about the sensor: too few light levels (dark) or too many clipped pixels (bright).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from device.preprocess import PreprocessedImage, crop_to_fov
+
+# The scale the gate measures at, in pixels across the FOV. 256 px is the smallest retina the gate accepts
+# (MIN_FOV_DIAMETER_PX in device.quality), so every gradable photograph is measured at or below its own
+# resolution, and the numbers do not depend on the camera or on the model's input size.
+GATE_SIZE = 256
+RIM_ERODE_FRACTION = 0.04  # of GATE_SIZE: the texture metrics skip the soft FOV rim (and the bright ring of stretched copies)
+SATURATED_LEVEL = 250  # 8-bit: a channel at or above this is clipped
+GLARE_LEVEL = 245  # 8-bit luminance of a glare patch (JPEG rounds a clipped flare down a few levels)
+GLARE_OPEN_PX = 5  # opening before measuring glare patches: removes vessel reflexes (1-3 px wide at 256 px)
+VESSEL_CLOSE_PX = 11  # black top-hat size: vessels are up to ~8 px wide at 256 px across the retina
+VESSEL_LEVEL = 0.06  # a pixel this much (relative) darker than its closed surroundings is on a vessel
+SECTORS = 16  # 8 angular sectors x 2 rings, for "are vessels visible everywhere"
+SECTOR_VESSEL_FRACTION = 0.02
+BLOCKS = 8  # 8x8 blocks of 32 px for the "how much of the retina is unusable" metrics
+BLOCK_MIN_INSIDE = 0.6  # a block counts when this much of it lies inside the (eroded) FOV
+DARK_BLOCK_RATIO = 0.4  # a block darker than this fraction of the median block is in shadow
+BLUR_BLOCK_FOCUS = 0.6  # a block whose own focus ratio is below this is blurred
+FLAT_BLOCK_CONTRAST = 0.05  # a block whose local contrast is below this shows no detail
+METRICS = (
+    "fov_diameter_px", "centre_offset", "coverage", "mean_luma", "brightness", "clipped", "glare",
+    "local_contrast", "vessels", "vessel_cover", "focus", "sharpness", "shadow_blocks", "blurred_blocks",
+    "flat_blocks", "illumination_spread",
+)
+
+
+def _gate_crop(rgb: np.ndarray, pre: PreprocessedImage) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 crop and bool FOV mask at GATE_SIZE, reusing the model's crop when it is at least that large."""
+    size = pre.rgb.shape[0]
+    if size == GATE_SIZE:
+        return pre.rgb, pre.fov_mask
+    if size < GATE_SIZE:
+        crop, mask, _ = crop_to_fov(rgb, pre.fov, GATE_SIZE)
+        return crop, mask
+    g = pre.geometry
+    crop = cv2.resize(pre.rgb, (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_AREA)
+    mask = pre.fov.mask_in((GATE_SIZE, GATE_SIZE), g.x0, g.y0, GATE_SIZE / g.side)
+    return cv2.bitwise_and(crop, crop, mask=mask.view(np.uint8)), mask
+
+
+def _percentile_u8(values: np.ndarray, mask8: np.ndarray, q: float) -> float:
+    """The q-th percentile (0..100) of a uint8 image inside a mask, from its histogram."""
+    hist = cv2.calcHist([values], [0], mask8, [256], [0, 256]).ravel()
+    cum = np.cumsum(hist)
+    return float(np.searchsorted(cum, q / 100.0 * cum[-1]))
+
+
+def _masked_blur(x: np.ndarray, m: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of x over the mask only (normalised convolution): the rim's black does not leak in."""
+    num = cv2.GaussianBlur(x * m, (0, 0), sigma)
+    den = cv2.GaussianBlur(m, (0, 0), sigma)
+    return num / np.maximum(den, 1e-3)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+
+
+def _block_means(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mean of x over each of BLOCKS x BLOCKS blocks, weighted by the mask."""
+    s = (BLOCKS, BLOCKS)
+    return cv2.resize(x * weight, s, interpolation=cv2.INTER_AREA) / np.maximum(
+        cv2.resize(weight, s, interpolation=cv2.INTER_AREA), 1e-6)
+
+
+def empty_metrics() -> dict[str, float]:
+    """The metrics of a photograph whose FOV holds no pixels (never gradable)."""
+    out = dict.fromkeys(METRICS, 0.0)
+    out["centre_offset"] = 9.0
+    return out
+
+
+def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
+    """Measure the quality metrics of one photograph.
+
+    Args:
+        rgb: the original uint8 RGB photograph (H, W, 3).
+        pre: its preprocessing (FOV and crop) at the model's input size.
+
+    Returns:
+        A dict with the keys of ``METRICS``: ``fov_diameter_px`` (original pixels across the FOV),
+        ``centre_offset`` (FOV radii from the frame centre), ``coverage`` (fraction of the disc inside the frame),
+        ``mean_luma`` (8-bit), ``brightness`` (95th percentile of the brightest channel, 8-bit), ``clipped``
+        (fraction of FOV pixels with a channel >= 250), ``glare`` (largest flat saturated patch, fraction of the
+        FOV), ``local_contrast`` (RMS of band-passed green over its local mean), ``vessels`` (fraction of the
+        retina on a visible vessel), ``vessel_cover`` (fraction of 16 sectors with visible vessels), ``focus``
+        (fine / coarse detail energy, 1 for a sharp photograph, ~0.4 when blurred), ``sharpness`` (strongest
+        fine / coarse gradients), ``shadow_blocks``, ``blurred_blocks``, ``flat_blocks`` (fractions of 32 px
+        blocks in shadow, blurred or without detail) and ``illumination_spread`` (std / median of block means).
+    """
+    fov = pre.fov
+    h, w = rgb.shape[:2]
+    crop, mask = _gate_crop(rgb, pre)
+    m8 = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    n = cv2.countNonZero(m8)
+    if n == 0:
+        return empty_metrics()
+    out: dict[str, float] = {
+        "fov_diameter_px": float(2 * fov.radius),
+        "centre_offset": float(np.hypot(fov.cx - (w - 1) / 2, fov.cy - (h - 1) / 2) / max(fov.radius, 1.0)),
+        "coverage": float(min(1.0, n / (np.pi * (GATE_SIZE / 2) ** 2))),
+    }
+    luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    out["mean_luma"] = float(cv2.mean(luma, mask=m8)[0])
+    value = cv2.max(cv2.max(crop[..., 0], crop[..., 1]), crop[..., 2])
+    out["brightness"] = _percentile_u8(value, m8, 95)
+    clipped = cv2.bitwise_and(cv2.compare(value, SATURATED_LEVEL, cv2.CMP_GE), m8)
+    out["clipped"] = cv2.countNonZero(clipped) / n
+
+    k = max(3, int(RIM_ERODE_FRACTION * GATE_SIZE) | 1)
+    inner8 = cv2.erode(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    if cv2.countNonZero(inner8) < 0.2 * n:
+        inner8 = m8
+    inner = inner8.astype(bool)
+
+    # Glare: a saturated patch that survives an opening (vessel reflexes do not), inside the rim.
+    sat = cv2.bitwise_and(cv2.compare(luma, GLARE_LEVEL, cv2.CMP_GE), inner8)
+    sat = cv2.morphologyEx(sat, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (GLARE_OPEN_PX,) * 2))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+    out["glare"] = float(stats[1:, cv2.CC_STAT_AREA].max()) / n if count > 1 else 0.0
+
+    # Green carries the vessel contrast. Outside the FOV it is filled with the local mean, so blurs near the rim
+    # do not see the black border as detail.
+    mf = m8.astype(np.float32)
+    green = crop[..., 1].astype(np.float32)
+    green = np.where(mask, green, _masked_blur(green, mf, 4.0))
+    b05 = cv2.GaussianBlur(green, (0, 0), 0.5)
+    b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
+    b2 = cv2.GaussianBlur(green, (0, 0), 2.0)
+    b4 = cv2.GaussianBlur(green, (0, 0), 4.0)
+    local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
+    band = (b1 - local) / local  # detail relative to the local brightness: gain, gamma and vignetting cancel
+    out["local_contrast"] = _rms(band[inner])
+    fine, coarse = green - b1, b2 - b4
+    out["focus"] = _rms(fine[inner]) / max(_rms(coarse[inner]), 1e-6)
+    gf = cv2.magnitude(cv2.Sobel(b05, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b05, cv2.CV_32F, 0, 1, ksize=3))
+    gc = cv2.magnitude(cv2.Sobel(b2, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b2, cv2.CV_32F, 0, 1, ksize=3))
+    gi, gci = gf[inner], gc[inner]
+    q = int(0.95 * (gi.size - 1))
+    out["sharpness"] = float(np.partition(gi, q)[q]) / max(float(np.partition(gci, q)[q]), 1e-6)
+
+    kv = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (VESSEL_CLOSE_PX,) * 2)
+    vessel = ((cv2.morphologyEx(b05, cv2.MORPH_CLOSE, kv) - b05) / local > VESSEL_LEVEL) & inner
+    out["vessels"] = np.count_nonzero(vessel) / max(1, np.count_nonzero(inner))
+    out["vessel_cover"] = _vessel_cover(vessel, inner)
+
+    wf = inner.astype(np.float32)
+    valid = cv2.resize(wf, (BLOCKS, BLOCKS), interpolation=cv2.INTER_AREA) > BLOCK_MIN_INSIDE
+    if not valid.any():
+        valid[...] = True
+    lum_b = _block_means(luma.astype(np.float32), wf)[valid]
+    med = max(float(np.median(lum_b)), 1.0)
+    focus_b = np.sqrt(_block_means(fine * fine, wf) / np.maximum(_block_means(coarse * coarse, wf), 1e-6))[valid]
+    contrast_b = np.sqrt(_block_means(band * band, wf))[valid]
+    out["shadow_blocks"] = float(np.mean(lum_b < DARK_BLOCK_RATIO * med))
+    out["blurred_blocks"] = float(np.mean(focus_b < BLUR_BLOCK_FOCUS))
+    out["flat_blocks"] = float(np.mean(contrast_b < FLAT_BLOCK_CONTRAST))
+    out["illumination_spread"] = float(np.std(lum_b) / med)
+    return out
+
+
+@functools.cache
+def _sector_map() -> np.ndarray:
+    """Sector index (0..SECTORS-1) of every pixel of the GATE_SIZE crop: 8 angles x inner / outer ring."""
+    c = (GATE_SIZE - 1) / 2
+    yy, xx = np.ogrid[:GATE_SIZE, :GATE_SIZE]
+    half = SECTORS // 2
+    sector = ((np.arctan2(yy - c, xx - c) + np.pi) / (2 * np.pi) * half).astype(np.int32) % half
+    return sector + half * (np.hypot(yy - c, xx - c) > 0.6 * GATE_SIZE / 2)
+
+
+def _vessel_cover(vessel: np.ndarray, inner: np.ndarray) -> float:
+    """Fraction of the SECTORS of the FOV in which vessels are visible."""
+    sector = _sector_map()
+    inside = np.bincount(sector[inner], minlength=SECTORS)
+    on_vessel = np.bincount(sector[vessel], minlength=SECTORS)
+    counted = inside > 50
+    if not counted.any():
+        return 0.0
+    return float(np.mean(on_vessel[counted] / inside[counted] > SECTOR_VESSEL_FRACTION))

@@ -87,18 +87,22 @@ def _pct(n: int, d: int) -> str:
 
 
 def print_tables(rows: list[dict]) -> None:
-    """The three agreement tables (markdown)."""
+    """The three agreement tables (markdown), for the sources present in ``rows``."""
     by = defaultdict(list)
     for r in rows:
         by[(r["source"], r["variant"])].append(r)
+    present = list(dict.fromkeys(r["source"] for r in rows))
+    sources = [s for s in SOURCES if s in present] + [s for s in present if s not in SOURCES]
+    eyeq_sources = [s for s in sources if s.startswith("eyeq")]
     print("\n### Ungradable, per source and kind of photograph (degraded copies: with the right reason)\n")
-    print("| kind | " + " | ".join(SOURCES) + " |")
-    print("|---|" + "---:|" * len(SOURCES))
-    for variant in ("original", *VARIANTS):
+    variants = [v for v in ("original", *VARIANTS) if any(by.get((s, v)) for s in sources)]
+    print("| kind | " + " | ".join(sources) + " |")
+    print("|---|" + "---:|" * len(sources))
+    for variant in variants:
         cells = []
-        for s in SOURCES:
+        for s in sources:
             sel = by.get((s, variant), [])
-            if variant == "original" and s == "eyeq":
+            if variant == "original" and s.startswith("eyeq"):
                 sel = [r for r in sel if r["grade"] == 0]
             if variant == "original":
                 cells.append(_pct(sum(bool(r["failed"]) for r in sel), len(sel)))
@@ -110,16 +114,21 @@ def print_tables(rows: list[dict]) -> None:
     print("\n### Reasons given on the real photographs (a photograph can have several)\n")
     print("| source | photographs | ungradable | reasons |")
     print("|---|---:|---:|---|")
-    for s in SOURCES:
+    for s in sources:
         sel = by.get((s, "original"), [])
         if not sel:
             continue
         reasons = Counter(k for r in sel for k in r["failed"].split("+") if k)
         text = ", ".join(f"{k} {n}" for k, n in reasons.most_common())
         print(f"| {s} | {len(sel)} | {_pct(sum(bool(r['failed']) for r in sel), len(sel))} | {text} |")
-    eyeq = by.get(("eyeq", "original"), [])
+    for source in eyeq_sources:
+        _print_eyeq(source, by[(source, "original")])
+
+
+def _print_eyeq(source: str, eyeq: list[dict]) -> None:
+    """The confusion of the gate's verdicts against the EyeQ grades of one source."""
     if eyeq:
-        print("\n### Against the EyeQ expert grades (eyepacs_256/eyeq_quality.csv)\n")
+        print(f"\n### Against the EyeQ expert grades ({source})\n")
         print("| EyeQ grade | images | called gradable | called ungradable | reasons |")
         print("|---|---:|---:|---:|---|")
         for g, name in enumerate(GRADES):

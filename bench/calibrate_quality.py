@@ -1,194 +1,235 @@
-"""Calibrate and check the quality gate on real photographs and degraded copies of them.
+"""Calibrate the quality gate by cross-validation and write its card (device/quality_calibration.json).
 
-Good set: the 10 original Kaggle photographs and the 89 DiaretDB1 images (../shared/data, read-only, never
-copied). Bad set: from each good image, blurred, dark, over-exposed, hazy (low contrast), glare, off-centre,
-partial and non-fundus versions, generated in memory. Prints every metric's range per variant and the confusion
-table of the gate's current thresholds (device/quality.py); with ``--csv`` writes all measurements.
+1. Measure every real photograph under ../shared/data and degraded copies of the gradable ones
+   (bench/quality_data.py), preprocessed as the unit does for a model of ``--model-size`` pixels.
+2. Cross-validate: 5 folds by patient (both eyes and every degraded copy of a photograph stay in one fold);
+   on each, fit the thresholds and the score on four folds (bench/quality_fit.py) and apply the gate to the
+   fifth. The tables printed are the folds the gate was not fitted on. Then leave each camera out in turn
+   (IDRiD, DiaretDB1, Kaggle): fit on everything else, apply to it.
+3. Fit on everything, write the card, and plot each metric (gradable vs EyeQ Reject vs degraded copies, with the
+   threshold) and the score into docs/img/ (histograms only: no image is reproduced).
 
-    python bench/calibrate_quality.py                    # all 99 images (a few minutes on 2 cores)
-    python bench/calibrate_quality.py --limit 6 --csv out/quality.csv
+    python -m bench.calibrate_quality --cache /tmp/quality.jsonl         # ~8 min on 2 shared cores
+    python -m bench.calibrate_quality --cache /tmp/quality.jsonl --extra-eyeq labels.csv --extra-images DIR
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import datetime
+import hashlib
+import json
+import subprocess
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from device.errors import BlankImageError, NotFundusError
+from bench.bench_quality import default_model_size, print_tables
+from bench.quality_data import EXPECTED, GRADES, VARIANTS, Photo, copies, photos
+from bench.quality_fit import RULES, SCORE_LIMITS, fit_score, fit_thresholds, is_gradable
+from device.errors import BlankImageError, ImageError, ImageTooSmallError, NotFundusError
 from device.imageio import load_image
 from device.preprocess import preprocess
-from device.quality import GATE_SIZE, QualityGate, measure
+from device.quality import REASONS, QualityConfig, QualityGate, measure
+from device.quality_score import CALIBRATION_FILE, GradabilityScore, QualityCalibration
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-KAGGLE = SHARED / "eyepacs_kaggle_sample" / "sample"
-DDB1 = SHARED / "diaretdb1" / "diaretdb1_v_1_1" / "resources" / "images" / "ddb1_fundusimages"
-# Degraded copies are made at this long side (the gate itself is resolution independent).
-WORK_LONG_SIDE = 1536
-# Degradation strengths, each a plainly ungradable photograph: blur sigma 0.5 % of the FOV diameter (≈ 2.5 px
-# at the gate's 512 px scale), exposure x0.2 (flash too weak) / a gain that lifts the mean luminance to 200 (sensor
-# saturated; a fixed gain would merely correct an already dark photograph), haze = 90 % flat (fogged lens), glare =
-# a saturated flare covering ~6 % of the FOV, off-centre = FOV centre moved by 0.45 radii, partial = 45 % of the
-# disc outside the frame.
-BLUR_SIGMA_FRACTION = 0.005
-DARK_GAIN, BRIGHT_TARGET_LUMA = 0.2, 200.0
-HAZE_WEIGHT = 0.9
-GLARE_RADIUS_FRACTION = 0.25
-OFF_CENTRE_RADII = 0.45
-PARTIAL_SHIFT_RADII = 0.9
-VARIANTS = ("original", "blurred", "dark", "over_exposed", "hazy", "glare", "off_centre", "partial", "non_fundus")
+REPO = Path(__file__).resolve().parents[1]
+PLOTS = REPO / "docs" / "img"
+FOLDS = 5
+CODE = ("device/quality_metrics.py", "device/fov.py", "device/preprocess.py", "bench/quality_data.py")
 
 
-def good_images(limit: int | None = None) -> list[Path]:
-    """The real images that must pass (Kaggle originals first), at most ``limit`` from each set."""
-    kaggle = sorted(KAGGLE.glob("*.jpeg"))
-    ddb1 = sorted(DDB1.glob("image*.png"))
-    if limit is not None:
-        kaggle, ddb1 = kaggle[:limit], ddb1[:: max(1, len(ddb1) // limit)][:limit]
-    return kaggle + ddb1
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for p in CODE:
+        h.update((REPO / p).read_bytes())
+    return h.hexdigest()[:16]
 
 
-def _shift(rgb: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Move the picture by (dx, dy) pixels inside the same frame, filling with black."""
-    h, w = rgb.shape[:2]
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def degrade(rgb: np.ndarray, variant: str, seed: int = 0) -> np.ndarray:
-    """One degraded version of a good photograph (see the constants above)."""
-    if variant == "original":
-        return rgb
-    fov = preprocess(rgb, size=64).fov
-    r = fov.radius
-    x = rgb.astype(np.float32)
-    if variant == "blurred":
-        return cv2.GaussianBlur(rgb, (0, 0), BLUR_SIGMA_FRACTION * 2 * r)
-    if variant == "dark":
-        return np.clip(x * DARK_GAIN, 0, 255).astype(np.uint8)
-    if variant == "over_exposed":
-        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[fov.mask()]
-        return np.clip(x * (BRIGHT_TARGET_LUMA / max(1.0, float(luma.mean()))), 0, 255).astype(np.uint8)
-    mask = fov.mask()
-    if variant == "hazy":
-        out = x.copy()
-        out[mask] = (1 - HAZE_WEIGHT) * x[mask] + HAZE_WEIGHT * x[mask].mean()
-        return out.astype(np.uint8)
-    if variant == "glare":
-        rng = np.random.default_rng(seed)
-        a = rng.uniform(0, 2 * np.pi)
-        c = (int(fov.cx + 0.4 * r * np.cos(a)), int(fov.cy + 0.4 * r * np.sin(a)))
-        out = rgb.copy()
-        cv2.circle(out, c, int(GLARE_RADIUS_FRACTION * r), (255, 255, 255), -1, lineType=cv2.LINE_AA)
-        return out
-    if variant == "off_centre":
-        # Black added on the right and bottom only: the whole disc stays in the frame, its centre moves
-        # OFF_CENTRE_RADII radii (diagonally) away from the frame centre.
-        pad = int(round(2 * OFF_CENTRE_RADII * r / np.sqrt(2)))
-        return cv2.copyMakeBorder(rgb, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
-    if variant == "partial":
-        return _shift(rgb, int(PARTIAL_SHIFT_RADII * r), 0)
-    if variant == "non_fundus":
-        # The retina's own pixels, cut into 8x8 tiles, shuffled and spread over the whole frame: real colours
-        # and texture, but no round field of view on a dark background.
-        x0, y0 = max(0, int(fov.cx - r)), max(0, int(fov.cy - r))
-        square = rgb[y0:int(fov.cy + r), x0:int(fov.cx + r)]
-        square = cv2.resize(square, (rgb.shape[1], rgb.shape[0]))
-        th, tw = rgb.shape[0] // 8, rgb.shape[1] // 8
-        tiles = [square[i * th:(i + 1) * th, j * tw:(j + 1) * tw] for i in range(8) for j in range(8)]
-        np.random.default_rng(seed).shuffle(tiles)
-        rows = [np.concatenate(tiles[i * 8:(i + 1) * 8], axis=1) for i in range(8)]
-        return np.ascontiguousarray(np.concatenate(rows, axis=0))
-    raise ValueError(f"Unknown variant {variant!r}; use one of {', '.join(VARIANTS)}.")
-
-
-def assess_variant(gate: QualityGate, rgb: np.ndarray) -> tuple[bool, list[str], dict[str, float]]:
-    """Run the gate on one photograph: (gradable, failed-check keys, metrics)."""
+def measure_one(img: np.ndarray, size: int) -> dict:
+    """``error`` (a reason key, or '') and the metrics of one photograph, as the unit would measure it."""
     try:
-        pre = preprocess(rgb, size=GATE_SIZE)
-    except BlankImageError:
-        return False, ["blank"], {}
-    except NotFundusError:
-        return False, ["no_fov"], {}
-    metrics = measure(rgb, pre)
-    keys = gate.failures(metrics)
-    return not keys, keys, metrics
+        pre = preprocess(img, size=size)
+    except (ImageTooSmallError, BlankImageError, NotFundusError) as err:
+        report = QualityGate.report_for_error(err, img)
+        key = next(k for k, v in REASONS.items() if v == report.reasons[0])
+        return {"error": key}
+    return {"error": "", **{k: float(v) for k, v in measure(img, pre).items()}}
 
 
-def work_copy(rgb: np.ndarray) -> np.ndarray:
-    """Downscale to WORK_LONG_SIDE (degradations are defined relative to the FOV, so scale does not matter)."""
-    h, w = rgb.shape[:2]
-    s = WORK_LONG_SIDE / max(h, w)
-    return rgb if s >= 1 else cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-
-
-def calibrate(paths: list[Path], gate: QualityGate | None = None, progress: bool = True) -> list[dict]:
-    """Measure every variant of every image; one row per (image, variant) with pass/fail and the metrics."""
+def measure_all(items: list[Photo], size: int, cache: Path | None, degraded: bool = True) -> list[dict]:
+    """One row per photograph and degraded copy; reuses ``cache`` when it was made by the same code."""
     from tqdm import tqdm
 
-    gate = gate or QualityGate()
+    key = {"code": _code_hash(), "size": size, "photos": len(items), "degraded": degraded}
+    if cache and cache.exists():
+        lines = cache.read_text().splitlines()
+        if lines and json.loads(lines[0]) == key:
+            return [json.loads(x) for x in lines[1:]]
     rows = []
-    for i, path in enumerate(tqdm(paths, disable=not progress, desc="calibrating")):
-        full = load_image(path)
-        small = work_copy(full)
-        for variant in VARIANTS:
-            img = full if variant == "original" else degrade(small, variant, seed=i)
-            ok, keys, metrics = assess_variant(gate, img)
-            rows.append({"image": path.name, "variant": variant, "gradable": ok, "failed": "+".join(keys),
-                         **{k: round(v, 5) for k, v in metrics.items()}})
+    for i, photo in enumerate(tqdm(items, desc="measuring", mininterval=5)):
+        rgb = load_image(photo.path)
+        try:
+            made = list(copies(photo, rgb, seed=i)) if degraded else [("original", rgb)]
+        except ImageError:  # the original's retina is not found: no degraded copies can be made
+            made = [("original", rgb)]
+        for variant, img in made:
+            rows.append({"source": photo.source, "name": photo.name, "group": photo.group, "grade": photo.grade,
+                         "variant": variant, **measure_one(img, size)})
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text("\n".join(json.dumps(x) for x in [key, *rows]) + "\n")
     return rows
 
 
-def confusion(rows: list[dict]) -> dict[str, tuple[int, int]]:
-    """Per variant: (passed, failed) counts. 'original' must all pass, the others must all fail."""
-    out: dict[str, tuple[int, int]] = {}
-    for v in VARIANTS:
-        sel = [r for r in rows if r["variant"] == v]
-        out[v] = (sum(r["gradable"] for r in sel), sum(not r["gradable"] for r in sel))
+def apply(rows: list[dict], thresholds: dict[str, float], score: GradabilityScore, size: int) -> list[dict]:
+    """Copies of ``rows`` with ``failed`` (the gate's reason keys joined by '+', '' when gradable)."""
+    gate = QualityGate(QualityConfig(**thresholds, max_score=score.threshold), score=score)
+    out = []
+    for r in rows:
+        keys = [r["error"]] if r["error"] else gate.failures(dict(r), size)
+        out.append({**r, "failed": "+".join(keys)})
     return out
+
+
+def fit(rows: list[dict], size: int, seed: int = 0) -> tuple[dict[str, float], GradabilityScore, np.ndarray, list]:
+    """Thresholds and score fitted on ``rows`` (plus the score's inner out-of-fold predictions)."""
+    thresholds = fit_thresholds(rows)
+    score, oof, scored = fit_score(rows, thresholds, size, seed)
+    return thresholds, score, oof, scored
+
+
+def cross_validate(rows: list[dict], size: int, seed: int = 0) -> list[dict]:
+    """Out-of-fold rows: each fold is judged by a gate fitted on the other folds (grouped by patient)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    originals = [r for r in rows if r["variant"] == "original"]
+    strata = [f"{r['source']}{r['grade']}" for r in originals]
+    groups = [r["group"] for r in originals]
+    out = []
+    for k, (_, te) in enumerate(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed)
+                                .split(originals, strata, groups)):
+        test_groups = {groups[i] for i in te}
+        train = [r for r in rows if r["group"] not in test_groups]
+        thresholds, score, _, _ = fit(train, size, seed)
+        out += [{**r, "fold": k} for r in apply([r for r in rows if r["group"] in test_groups],
+                                                thresholds, score, size)]
+    return out
+
+
+def leave_camera_out(rows: list[dict], size: int) -> dict[str, list[dict]]:
+    """For each non-EyeQ source: the gate fitted without any of its photographs, applied to them."""
+    out = {}
+    for source in ("idrid", "diaretdb1", "kaggle"):
+        train = [r for r in rows if r["source"] != source]
+        test = [r for r in rows if r["source"] == source]
+        if test:
+            thresholds, score, _, _ = fit(train, size)
+            out[source] = apply(test, thresholds, score, size)
+    return out
+
+
+def summary(judged: list[dict]) -> dict[str, float]:
+    """Headline fractions of judged rows (the card's cross_validation block and the README row)."""
+    def rate(sel):
+        return round(sum(bool(r["failed"]) for r in sel) / len(sel), 4) if sel else float("nan")
+
+    def right(kind):
+        sel = [r for r in judged if r["variant"] == kind]
+        return round(sum(bool(set(r["failed"].split("+")) & EXPECTED[kind]) for r in sel) / len(sel), 4) if sel \
+            else float("nan")
+
+    o = [r for r in judged if r["variant"] == "original"]
+    out = {f"eyeq_{g.lower()}_ungradable": rate([r for r in o if r["source"] == "eyeq" and r["grade"] == i])
+           for i, g in enumerate(GRADES)}
+    out |= {f"{s}_ungradable": rate([r for r in o if r["source"] == s]) for s in ("idrid", "diaretdb1", "kaggle")}
+    out |= {f"{v}_right_reason": right(v) for v in VARIANTS}
+    return {k: v for k, v in out.items() if v == v}
+
+
+def _git_head() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_card(rows: list[dict], thresholds, score: GradabilityScore, cv: dict[str, float],
+               path: Path = CALIBRATION_FILE) -> None:
+    """Write the calibration card the gate loads."""
+    originals = Counter(r["source"] for r in rows if r["variant"] == "original")
+    copies_n = sum(r["variant"] != "original" for r in rows)
+    method = (f"thresholds: per source at most {100 * 0.005:g} % of gradable photographs refused, half-way to the "
+              f"least degraded 1 % of the matching degraded copies when clear; score: L2 logistic regression of "
+              f"EyeQ Reject on the photographs the checks pass, threshold from nested {FOLDS}-fold out-of-fold "
+              f"predictions within limits {SCORE_LIMITS}; figures: {FOLDS}-fold cross-validation by patient")
+    card = QualityCalibration(
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        code_version=_git_head(), thresholds={k: round(v, 6) for k, v in thresholds.items()}, score=score,
+        data={**dict(originals), "degraded_copies": copies_n}, method=method, cross_validation=cv)
+    path.write_text(card.model_dump_json(indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
-    parser.add_argument("--csv", type=Path, default=None, help="write all measurements here")
+    parser.add_argument("--limit", type=int, default=None, help="photographs per source (default: all)")
+    parser.add_argument("--model-size", type=int, default=None, help="default: the default bundle's input size")
+    parser.add_argument("--cache", type=Path, default=None, help="measurements cache (JSON lines)")
+    parser.add_argument("--no-write", action="store_true", help="do not write the card or the plots")
+    parser.add_argument("--extra-eyeq", type=Path, default=None,
+                        help="an independent test: EyeQ labels (image,quality) of other EyePACS images")
+    parser.add_argument("--extra-images", type=Path, default=None, help="folder of those images (<image>.jpeg)")
     args = parser.parse_args(argv)
-    paths = good_images(args.limit)
-    if not paths:
-        print(f"No real images under {SHARED}: this script needs ../shared/data.", file=sys.stderr)
+    warnings.filterwarnings("ignore", message="The least populated class")  # small strata (Kaggle: 10 images)
+    items = photos(limit=args.limit)
+    if not items:
+        print("No real photographs under ../shared/data: calibration needs them.", file=sys.stderr)
         return 1
-    rows = calibrate(paths)
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-        with args.csv.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-    print(f"\n{len(paths)} real images, {len(rows)} photographs assessed\n")
-    print("| variant | expected | gradable | ungradable | correct | main reasons |")
-    print("|---|---|---:|---:|---:|---|")
-    for v, (p, f) in confusion(rows).items():
-        reasons: dict[str, int] = {}
-        for r in rows:
-            if r["variant"] == v and r["failed"]:
-                reasons[r["failed"]] = reasons.get(r["failed"], 0) + 1
-        top = ", ".join(f"{k} {n}" for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        print(f"| {v} | {'pass' if v == 'original' else 'fail'} | {p} | {f} | "
-              f"{p if v == 'original' else f}/{p + f} | {top} |")
-    metrics = ("centre_offset", "coverage", "mean_luma", "contrast", "focus", "glare", "red_clipped")
-    print("\n| variant | " + " | ".join(metrics) + " |")
-    print("|---|" + "---|" * len(metrics))
-    for v in VARIANTS:
-        cells = []
-        for m in metrics:
-            vals = [r[m] for r in rows if r["variant"] == v and m in r]
-            cells.append(f"{min(vals):.4g}–{max(vals):.4g}" if vals else "—")
-        print(f"| {v} | " + " | ".join(cells) + " |")
+    size = args.model_size or default_model_size()
+    rows = measure_all(items, size, args.cache)
+    print(f"\n{len(rows)} photographs measured at model size {size} px "
+          f"({', '.join(f'{s} {n}' for s, n in Counter(r['source'] for r in rows if r['variant'] == 'original').items())})")
+
+    judged = cross_validate(rows, size)
+    print(f"\n## Cross-validated ({FOLDS} folds by patient; every figure is on folds the gate was not fitted on)")
+    print_tables(judged)
+    cv = summary(judged)
+    lco = leave_camera_out(rows, size)
+    print("\n## Each camera left out of the fit (fitted on all other sources, applied to it)\n")
+    print("| camera | originals ungradable | degraded copies with the right reason (worst kind) |")
+    print("|---|---:|---|")
+    for source, res in lco.items():
+        s = summary(res)
+        worst = min(VARIANTS, key=lambda v: s.get(f"{v}_right_reason", 1.0))
+        print(f"| {source} | {100 * s[f'{source}_ungradable']:.1f} % | {worst} "
+              f"{100 * s.get(f'{worst}_right_reason', float('nan')):.1f} % |")
+        cv[f"{source}_left_out_ungradable"] = s[f"{source}_ungradable"]
+
+    thresholds, score, oof, scored = fit(rows, size)
+    final = apply(rows, thresholds, score, size)
+    print("\n## Fitted on everything (the shipped card)\n")
+    print("| check | threshold |")
+    print("|---|---:|")
+    for field, *_ in RULES:
+        print(f"| {field} | {thresholds[field]:.4g} |")
+    print(f"| score (P ungradable) | {score.threshold:.4g} |")
+    if args.extra_eyeq:
+        from bench.quality_data import extra_eyeq
+
+        extra = measure_all(extra_eyeq(args.extra_eyeq, args.extra_images), size,
+                            args.cache.with_suffix(".extra.jsonl") if args.cache else None, degraded=False)
+        print("\n## Independent test: EyeQ-graded EyePACS images never used for fitting (the shipped card)")
+        print_tables(apply(extra, thresholds, score, size))
+    if not args.no_write:
+        write_card(rows, thresholds, score, cv)
+        from bench.quality_plots import plot_all
+
+        plot_all(final, thresholds, score, oof, scored, PLOTS)
+        print(f"\nWrote {CALIBRATION_FILE.relative_to(REPO)} and the plots in {PLOTS.relative_to(REPO)}/")
     return 0
 
 

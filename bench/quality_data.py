@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.fov import find_fov
+from device.fov import disc_mask, find_fov
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EYEQ = SHARED / "eyepacs_256"
@@ -43,6 +43,7 @@ WORK_LONG_SIDE = 1536
 BLUR_SIGMA_FRACTION = 0.005
 DARK_GAIN, BRIGHT_TARGET_LUMA = 0.2, 200.0
 HAZE_WEIGHT = 0.9
+HAZE_RIM_FRACTION = 0.03
 GLARE_RADIUS_FRACTION = 0.25
 OFF_CENTRE_RADII = 0.45
 PARTIAL_SHIFT_RADII = 0.9
@@ -77,8 +78,8 @@ class Photo:
     @property
     def group(self) -> str:
         """Patient identifier: both eyes of one patient go to the same cross-validation fold."""
-        if self.source == "eyeq":
-            return "eyeq:" + self.name.split("_")[0]
+        if self.source.startswith("eyeq"):
+            return self.source + ":" + self.name.split("_")[0]
         if self.source == "kaggle":
             return "kaggle:" + self.name.split("_")[0]
         return f"{self.source}:{self.name}"
@@ -142,8 +143,10 @@ def degrade(rgb: np.ndarray, variant: str, seed: int = 0) -> np.ndarray:
         luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[mask]
         return np.clip(x * (BRIGHT_TARGET_LUMA / max(1.0, float(luma.mean()))), 0, 255).astype(np.uint8)
     if variant == "hazy":
+        # The veil covers the whole illuminated disc, its soft rim included (the FOV mask stops just inside it).
+        lit = disc_mask(rgb.shape[:2], fov.cx, fov.cy, fov.radius * (1 + HAZE_RIM_FRACTION)) & (rgb.max(axis=2) > 0)
         out = x.copy()
-        out[mask] = (1 - HAZE_WEIGHT) * x[mask] + HAZE_WEIGHT * x[mask].mean()
+        out[lit] = (1 - HAZE_WEIGHT) * x[lit] + HAZE_WEIGHT * x[mask].mean(axis=0)
         return out.astype(np.uint8)
     if variant == "glare":
         rng = np.random.default_rng(seed)
@@ -188,3 +191,11 @@ def copies(photo: Photo, rgb: np.ndarray, seed: int) -> Iterator[tuple[str, np.n
     small = work_copy(rgb)
     for variant in VARIANTS:
         yield variant, degrade(small, variant, seed)
+
+
+def extra_eyeq(labels: Path, images: Path) -> list[Photo]:
+    """EyeQ-graded photographs outside ../shared/data (an independent test): ``image,quality`` rows, ``<image>.jpeg``."""
+    with Path(labels).open() as fh:
+        rows = list(csv.DictReader(fh))
+    found = [Photo("eyeq_extra", r["image"], Path(images) / f"{r['image']}.jpeg", int(r["quality"])) for r in rows]
+    return [p for p in found if p.path.exists()]

@@ -16,10 +16,9 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # bench/ lives beside the installed packages, not in them
 
-from calibrate_quality import degrade  # from bench/, put on sys.path above (it is not a package)
-
+from bench.quality_data import degrade
 from device.errors import ImageError
 from device.preprocess import preprocess
 from device.quality import GATE_SIZE, QualityGate

@@ -9,7 +9,10 @@ and on degraded copies of every gradable one, and prints:
 3. the confusion against the EyeQ expert grades (Good / Usable / Reject);
 4. the gate's speed at 512 px, side by side with the preprocessing it follows (a ratio: the machine is shared).
 
-    python -m bench.bench_quality                     # everything (~10 min on 2 shared cores)
+The gate's thresholds and score were fitted on these photographs, so the tables here are in-sample; the
+cross-validated figures (folds the gate was not fitted on) come from ``python -m bench.calibrate_quality``.
+
+    python -m bench.bench_quality                     # everything (~4 min on 2 quiet cores)
     python -m bench.bench_quality --limit 20 --csv /tmp/gate.csv
 """
 
@@ -51,10 +54,7 @@ def assess(gate: QualityGate, rgb: np.ndarray, size: int) -> tuple[list[str], di
     try:
         pre = preprocess(rgb, size=size)
     except (BlankImageError, NotFundusError, ImageTooSmallError) as err:
-        try:
-            report = QualityGate.report_for_error(err)
-        except TypeError:  # a gate that refuses small photographs by raising, as screen_frame does
-            return ["too_small"], {}
+        report = QualityGate.report_for_error(err, rgb)
         return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)
     report = gate.assess(rgb, pre)
     return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)

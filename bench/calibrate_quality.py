@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.bench_quality import default_model_size, print_tables
 from bench.quality_data import EXPECTED, GRADES, VARIANTS, Photo, copies, photos
-from bench.quality_fit import RULES, SCORE_LIMITS, fit_score, fit_thresholds, is_gradable
+from bench.quality_fit import RULES, SCORE_LIMITS, fit_score, fit_thresholds
 from device.errors import BlankImageError, ImageError, ImageTooSmallError, NotFundusError
 from device.imageio import load_image
 from device.preprocess import preprocess
@@ -168,7 +168,7 @@ def write_card(rows: list[dict], thresholds, score: GradabilityScore, cv: dict[s
               f"EyeQ Reject on the photographs the checks pass, threshold from nested {FOLDS}-fold out-of-fold "
               f"predictions within limits {SCORE_LIMITS}; figures: {FOLDS}-fold cross-validation by patient")
     card = QualityCalibration(
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         code_version=_git_head(), thresholds={k: round(v, 6) for k, v in thresholds.items()}, score=score,
         data={**dict(originals), "degraded_copies": copies_n}, method=method, cross_validation=cv)
     path.write_text(card.model_dump_json(indent=1) + "\n")
@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     size = args.model_size or default_model_size()
     rows = measure_all(items, size, args.cache)
+    counts = Counter(r["source"] for r in rows if r["variant"] == "original")
     print(f"\n{len(rows)} photographs measured at model size {size} px "
-          f"({', '.join(f'{s} {n}' for s, n in Counter(r['source'] for r in rows if r['variant'] == 'original').items())})")
+          f"({', '.join(f'{s} {n}' for s, n in counts.items())} real ones, the rest degraded copies)")
 
     judged = cross_validate(rows, size)
     print(f"\n## Cross-validated ({FOLDS} folds by patient; every figure is on folds the gate was not fitted on)")

@@ -194,7 +194,12 @@ def copies(photo: Photo, rgb: np.ndarray, seed: int) -> Iterator[tuple[str, np.n
 
 
 def extra_eyeq(labels: Path, images: Path) -> list[Photo]:
-    """EyeQ-graded photographs outside ../shared/data (an independent test): ``image,quality`` rows, ``<image>.jpeg``."""
+    """EyeQ-graded photographs outside ../shared/data (an independent test).
+
+    Args:
+        labels: CSV with ``image,quality`` rows (EyeQ grades 0 / 1 / 2).
+        images: folder holding ``<image>.jpeg``; listed images that are absent are left out.
+    """
     with Path(labels).open() as fh:
         rows = list(csv.DictReader(fh))
     found = [Photo("eyeq_extra", r["image"], Path(images) / f"{r['image']}.jpeg", int(r["quality"])) for r in rows]

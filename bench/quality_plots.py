@@ -58,8 +58,8 @@ def plot_all(rows: list[dict], thresholds: dict[str, float], score: GradabilityS
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     logit = np.log(np.clip(oof, 1e-6, 1 - 1e-6) / (1 - np.clip(oof, 1e-6, 1 - 1e-6)))
     bins = np.linspace(logit.min(), logit.max(), 50)
-    groups = GROUPS[:4] + (("EyeQ Usable", lambda r: r["source"] == "eyeq" and r["grade"] == 1, "tab:orange"),
-                           GROUPS[4])
+    usable = ("EyeQ Usable", lambda r: r["source"] == "eyeq" and r["grade"] == 1, "tab:orange")
+    groups = (*GROUPS[:4], usable, GROUPS[4])
     for label, sel, colour in groups:
         _hist(ax, logit[[sel(r) for r in scored]], label, colour, bins)
     t = score.threshold

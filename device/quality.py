@@ -75,16 +75,20 @@ class QualityConfig(BaseModel):
     min_resolution_ratio: float = Field(MIN_RESOLUTION_RATIO, ge=0, le=4,
                                         description="retina diameter, original pixels / model input size")
     min_coverage: float = Field(MIN_COVERAGE, ge=0, le=1, description="fraction of the FOV disc inside the frame")
-    max_centre_offset: float = Field(_T["max_centre_offset"], ge=0, le=2, description="FOV centre offset, in FOV radii")
+    max_centre_offset: float = Field(_T["max_centre_offset"], ge=0, le=2,
+                                     description="FOV centre offset, in FOV radii")
     min_brightness: float = Field(_T["min_brightness"], ge=0, le=255,
                                   description="95th percentile of the brightest channel in the FOV, 8-bit")
-    max_clipped: float = Field(_T["max_clipped"], ge=0, le=1, description="fraction of FOV pixels with a channel >= 250")
-    max_glare: float = Field(_T["max_glare"], ge=0, le=1, description="largest flat saturated patch, fraction of the FOV")
+    max_clipped: float = Field(_T["max_clipped"], ge=0, le=1,
+                               description="fraction of FOV pixels with a channel >= 250")
+    max_glare: float = Field(_T["max_glare"], ge=0, le=1,
+                             description="largest flat saturated patch, fraction of the FOV")
     min_local_contrast: float = Field(_T["min_local_contrast"], ge=0, le=10,
                                       description="RMS of band-passed green / its local mean, inside the FOV")
     min_vessels: float = Field(_T["min_vessels"], ge=0, le=1,
                                description="fraction of the retina on a visible vessel (relative darkness > 6 %)")
-    min_focus: float = Field(_T["min_focus"], ge=0, le=10, description="fine / coarse detail energy of the green channel")
+    min_focus: float = Field(_T["min_focus"], ge=0, le=10,
+                             description="fine / coarse detail energy of the green channel")
     max_score: float = Field(_CAL.score.threshold, ge=0, le=1,
                              description="learned P(ungradable) above which the photograph is refused; 1 = off")
     max_retakes: int = Field(2, ge=0, le=10, description="retakes allowed before the eye is 'ungradable -> refer'")

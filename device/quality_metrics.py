@@ -22,7 +22,9 @@ from device.preprocess import PreprocessedImage, crop_to_fov
 # (MIN_FOV_DIAMETER_PX in device.quality), so every gradable photograph is measured at or below its own
 # resolution, and the numbers do not depend on the camera or on the model's input size.
 GATE_SIZE = 256
-RIM_ERODE_FRACTION = 0.04  # of GATE_SIZE: the texture metrics skip the soft FOV rim (and the bright ring of stretched copies)
+# Of GATE_SIZE: the texture metrics skip the soft FOV rim (and the bright ring of contrast-stretched copies).
+RIM_ERODE_FRACTION = 0.04
+MAX_SMOOTH_REDUCTION = 4  # wide blurs run on reduced copies (see _smooth)
 SATURATED_LEVEL = 250  # 8-bit: a channel at or above this is clipped
 GLARE_LEVEL = 245  # 8-bit luminance of a glare patch (JPEG rounds a clipped flare down a few levels)
 GLARE_OPEN_PX = 5  # opening before measuring glare patches: removes vessel reflexes (1-3 px wide at 256 px)
@@ -63,11 +65,20 @@ def _percentile_u8(values: np.ndarray, mask8: np.ndarray, q: float) -> float:
     return float(np.searchsorted(cum, q / 100.0 * cum[-1]))
 
 
+def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; a wide one runs on a copy reduced sigma / 2 times (at most 4x): it holds no fine detail."""
+    k = int(min(MAX_SMOOTH_REDUCTION, sigma // 2))
+    if k < 2:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+    n = x.shape[0]
+    small = cv2.resize(x, (n // k,) * 2, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / k)
+    return cv2.resize(small, (n, n), interpolation=cv2.INTER_LINEAR)
+
+
 def _masked_blur(x: np.ndarray, m: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of x over the mask only (normalised convolution): the rim's black does not leak in."""
-    num = cv2.GaussianBlur(x * m, (0, 0), sigma)
-    den = cv2.GaussianBlur(m, (0, 0), sigma)
-    return num / np.maximum(den, 1e-3)
+    return _smooth(x * m, sigma) / np.maximum(_smooth(m, sigma), 1e-3)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -133,9 +144,11 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
 
     # Glare: a saturated patch that survives an opening (vessel reflexes do not), inside the rim.
     sat = cv2.bitwise_and(cv2.compare(luma, GLARE_LEVEL, cv2.CMP_GE), inner8)
-    sat = cv2.morphologyEx(sat, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (GLARE_OPEN_PX,) * 2))
-    count, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
-    out["glare"] = float(stats[1:, cv2.CC_STAT_AREA].max()) / n if count > 1 else 0.0
+    out["glare"] = 0.0
+    if cv2.countNonZero(sat) >= GLARE_OPEN_PX * GLARE_OPEN_PX:  # most photographs: nothing saturated, skip the rest
+        sat = cv2.morphologyEx(sat, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (GLARE_OPEN_PX,) * 2))
+        count, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+        out["glare"] = float(stats[1:, cv2.CC_STAT_AREA].max()) / n if count > 1 else 0.0
 
     # Green carries the vessel contrast. Outside the FOV it is filled with the local mean, so blurs near the rim
     # do not see the black border as detail.
@@ -145,7 +158,7 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
     b05 = cv2.GaussianBlur(green, (0, 0), 0.5)
     b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
     b2 = cv2.GaussianBlur(green, (0, 0), 2.0)
-    b4 = cv2.GaussianBlur(green, (0, 0), 4.0)
+    b4 = _smooth(green, 4.0)
     local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
     band = (b1 - local) / local  # detail relative to the local brightness: gain, gamma and vignetting cancel
     out["local_contrast"] = _rms(band[inner])

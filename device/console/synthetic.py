@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.quality import REASONS
 from device.records import RecordStore
 from device.result import QualityReport, RegionBox, ScreeningResult, Verdict
 
@@ -21,9 +22,12 @@ OPERATORS = ("nurse-a", "nurse-b", "nurse-c")
 MODEL_ID = "synthetic-model"
 THRESHOLD = 0.6
 TIMINGS = {"preprocess": 11.0, "gate": 1.7, "inference": 160.0, "regions": 1.1, "total": 174.0}
-METRICS = {"centre_offset": 0.02, "coverage": 1.0, "mean_luma": 80.0, "contrast": 0.27, "focus": 0.02,
-           "glare": 0.0, "red_clipped": 0.0}
-DARK = "too dark — check the flash"
+# Typical gate metrics of a gradable photograph (device.quality_metrics.METRICS).
+METRICS = {"fov_diameter_px": 1400.0, "centre_offset": 0.02, "coverage": 0.9, "mean_luma": 80.0, "brightness": 190.0,
+           "clipped": 0.0, "glare": 0.0, "local_contrast": 0.07, "vessels": 0.2, "vessel_cover": 1.0, "focus": 1.0,
+           "sharpness": 2.2, "shadow_blocks": 0.0, "blurred_blocks": 0.0, "flat_blocks": 0.3,
+           "illumination_spread": 0.15}
+DARK = REASONS["dark"]
 
 
 def result(verdict: str, probability: float | None, final: bool = False, regions: int = 0,

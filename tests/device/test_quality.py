@@ -16,7 +16,7 @@ from device.fov import find_fov
 from device.preprocess import preprocess
 from device.quality import GATE_SIZE, REASONS, QualityConfig, QualityGate, measure
 from device.quality_metrics import METRICS
-from device.quality_score import CALIBRATION_FILE, load_calibration
+from device.quality_score import CALIBRATION_FILE, TRANSFORM_EPS, load_calibration
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +156,15 @@ def test_dim_photograph_without_a_retina_is_too_dark(good):
 def test_score_reason_says_what_to_fix():
     cal = load_calibration()
     assert {f.reason for f in cal.score.features} <= set(REASONS)
-    m = dict.fromkeys(METRICS, 0.0) | {f.name: f.mean for f in cal.score.features}
-    p, reason = cal.score.evaluate(m)
-    assert 0 < p < 1 and reason in REASONS
-    focus = next(f for f in cal.score.features if f.name == "focus")
-    p_soft, why = cal.score.evaluate(m | {"focus": 0.05})
-    assert (p_soft > p) == (focus.coef < 0)
+    # A typical photograph: every input at its training mean (undoing the log transform).
+    typical = dict.fromkeys(METRICS, 0.0) | {
+        f.name: (np.exp(f.mean) - TRANSFORM_EPS if f.transform == "log" else f.mean) for f in cal.score.features}
+    p, _ = cal.score.evaluate(typical)
+    assert p < cal.score.threshold
+    for change, reason in (({"sharpness": 0.8, "blurred_blocks": 1.0}, "focus"),
+                           ({"shadow_blocks": 0.8, "illumination_spread": 1.2}, "uneven")):
+        p_bad, why = cal.score.evaluate(typical | change)
+        assert p_bad > p and why == reason, (change, p_bad, why)
 
 
 def test_thresholds_come_from_the_config(good):
@@ -193,3 +196,9 @@ def test_calibration_card_is_valid_and_tampering_is_one_sentence(tmp_path):
         load_calibration(path)
     with pytest.raises(ConfigError, match="cannot be read"):
         load_calibration(tmp_path / "missing.json")
+
+
+def test_console_sample_records_carry_the_gate_metrics():
+    from device.console.synthetic import METRICS as SAMPLE
+
+    assert set(SAMPLE) == set(METRICS)

@@ -133,47 +133,59 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
     out["mean_luma"] = float(cv2.mean(luma, mask=m8)[0])
     value = cv2.max(cv2.max(crop[..., 0], crop[..., 1]), crop[..., 2])
     out["brightness"] = _percentile_u8(value, m8, 95)
-    clipped = cv2.bitwise_and(cv2.compare(value, SATURATED_LEVEL, cv2.CMP_GE), m8)
-    out["clipped"] = cv2.countNonZero(clipped) / n
-
+    out["clipped"] = cv2.countNonZero(cv2.bitwise_and(cv2.compare(value, SATURATED_LEVEL, cv2.CMP_GE), m8)) / n
     k = max(3, int(RIM_ERODE_FRACTION * GATE_SIZE) | 1)
     inner8 = cv2.erode(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     if cv2.countNonZero(inner8) < 0.2 * n:
         inner8 = m8
-    inner = inner8.astype(bool)
+    out["glare"] = _glare(luma, inner8) / n
+    out |= _texture(crop[..., 1], m8, inner8, luma)
+    return out
 
-    # Glare: a saturated patch that survives an opening (vessel reflexes do not), inside the rim.
+
+def _glare(luma: np.ndarray, inner8: np.ndarray) -> float:
+    """Pixels of the largest saturated patch that survives an opening (vessel reflexes do not), inside the rim."""
     sat = cv2.bitwise_and(cv2.compare(luma, GLARE_LEVEL, cv2.CMP_GE), inner8)
-    out["glare"] = 0.0
-    if cv2.countNonZero(sat) >= GLARE_OPEN_PX * GLARE_OPEN_PX:  # most photographs: nothing saturated, skip the rest
-        sat = cv2.morphologyEx(sat, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (GLARE_OPEN_PX,) * 2))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
-        out["glare"] = float(stats[1:, cv2.CC_STAT_AREA].max()) / n if count > 1 else 0.0
+    if cv2.countNonZero(sat) < GLARE_OPEN_PX * GLARE_OPEN_PX:  # most photographs: nothing saturated
+        return 0.0
+    sat = cv2.morphologyEx(sat, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (GLARE_OPEN_PX,) * 2))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(sat, connectivity=8)
+    return float(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0.0
 
+
+def _masked_rms(x: np.ndarray, mask8: np.ndarray) -> float:
+    """sqrt(mean(x**2)) over the mask (OpenCV's masked moments: no copy of the masked pixels)."""
+    (mean,), (std,) = (v.ravel() for v in cv2.meanStdDev(x, mask=mask8))
+    return float(np.sqrt(mean * mean + std * std))
+
+
+def _texture(green8: np.ndarray, m8: np.ndarray, inner8: np.ndarray, luma: np.ndarray) -> dict[str, float]:
+    """Contrast, focus, sharpness, vessel and block metrics of the green channel inside the rim."""
     # Green carries the vessel contrast. Outside the FOV it is filled with the local mean, so blurs near the rim
     # do not see the black border as detail.
     mf = m8.astype(np.float32)
-    green = crop[..., 1].astype(np.float32)
-    green = np.where(mask, green, _masked_blur(green, mf, 4.0))
+    green = green8.astype(np.float32)
+    green = np.where(m8.view(bool), green, _masked_blur(green, mf, 4.0))
     b05 = cv2.GaussianBlur(green, (0, 0), 0.5)
     b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
     b2 = cv2.GaussianBlur(green, (0, 0), 2.0)
     b4 = _smooth(green, 4.0)
     local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
     band = (b1 - local) / local  # detail relative to the local brightness: gain, gamma and vignetting cancel
-    out["local_contrast"] = _rms(band[inner])
     fine, coarse = green - b1, b2 - b4
-    out["focus"] = _rms(fine[inner]) / max(_rms(coarse[inner]), 1e-6)
-    gf = cv2.magnitude(cv2.Sobel(b05, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b05, cv2.CV_32F, 0, 1, ksize=3))
-    gc = cv2.magnitude(cv2.Sobel(b2, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b2, cv2.CV_32F, 0, 1, ksize=3))
-    gi, gci = gf[inner], gc[inner]
-    q = int(0.95 * (gi.size - 1))
-    out["sharpness"] = float(np.partition(gi, q)[q]) / max(float(np.partition(gci, q)[q]), 1e-6)
+    out = {"local_contrast": _masked_rms(band, inner8),
+           "focus": _masked_rms(fine, inner8) / max(_masked_rms(coarse, inner8), 1e-6)}
+    inner = inner8.view(bool)
+    gf = cv2.magnitude(cv2.Sobel(b05, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b05, cv2.CV_32F, 0, 1, ksize=3))[inner]
+    gc = cv2.magnitude(cv2.Sobel(b2, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b2, cv2.CV_32F, 0, 1, ksize=3))[inner]
+    q = int(0.95 * (gf.size - 1))
+    out["sharpness"] = float(np.partition(gf, q)[q]) / max(float(np.partition(gc, q)[q]), 1e-6)
 
     kv = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (VESSEL_CLOSE_PX,) * 2)
-    vessel = ((cv2.morphologyEx(b05, cv2.MORPH_CLOSE, kv) - b05) / local > VESSEL_LEVEL) & inner
-    out["vessels"] = np.count_nonzero(vessel) / max(1, np.count_nonzero(inner))
-    out["vessel_cover"] = _vessel_cover(vessel, inner)
+    vessel8 = cv2.bitwise_and(((cv2.morphologyEx(b05, cv2.MORPH_CLOSE, kv) - b05) > VESSEL_LEVEL * local)
+                              .view(np.uint8), inner8)
+    out["vessels"] = cv2.countNonZero(vessel8) / max(1, cv2.countNonZero(inner8))
+    out["vessel_cover"] = _vessel_cover(vessel8, inner8)
 
     wf = inner.astype(np.float32)
     valid = cv2.resize(wf, (BLOCKS, BLOCKS), interpolation=cv2.INTER_AREA) > BLOCK_MIN_INSIDE
@@ -192,19 +204,19 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
 
 @functools.cache
 def _sector_map() -> np.ndarray:
-    """Sector index (0..SECTORS-1) of every pixel of the GATE_SIZE crop: 8 angles x inner / outer ring."""
+    """Sector index (0..SECTORS-1, uint8) of every pixel of the GATE_SIZE crop: 8 angles x inner / outer ring."""
     c = (GATE_SIZE - 1) / 2
     yy, xx = np.ogrid[:GATE_SIZE, :GATE_SIZE]
     half = SECTORS // 2
     sector = ((np.arctan2(yy - c, xx - c) + np.pi) / (2 * np.pi) * half).astype(np.int32) % half
-    return sector + half * (np.hypot(yy - c, xx - c) > 0.6 * GATE_SIZE / 2)
+    return (sector + half * (np.hypot(yy - c, xx - c) > 0.6 * GATE_SIZE / 2)).astype(np.uint8)
 
 
-def _vessel_cover(vessel: np.ndarray, inner: np.ndarray) -> float:
+def _vessel_cover(vessel8: np.ndarray, inner8: np.ndarray) -> float:
     """Fraction of the SECTORS of the FOV in which vessels are visible."""
     sector = _sector_map()
-    inside = np.bincount(sector[inner], minlength=SECTORS)
-    on_vessel = np.bincount(sector[vessel], minlength=SECTORS)
+    inside = cv2.calcHist([sector], [0], inner8, [SECTORS], [0, SECTORS]).ravel()
+    on_vessel = cv2.calcHist([sector], [0], vessel8, [SECTORS], [0, SECTORS]).ravel()
     counted = inside > 50
     if not counted.any():
         return 0.0

@@ -85,11 +85,9 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
 
 
-def _block_means(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Mean of x over each of BLOCKS x BLOCKS blocks, weighted by the mask."""
-    s = (BLOCKS, BLOCKS)
-    return cv2.resize(x * weight, s, interpolation=cv2.INTER_AREA) / np.maximum(
-        cv2.resize(weight, s, interpolation=cv2.INTER_AREA), 1e-6)
+def _block_means(x: np.ndarray, weight: np.ndarray, weight_b: np.ndarray) -> np.ndarray:
+    """Mean of x over each of BLOCKS x BLOCKS blocks, weighted by the mask (``weight_b``: its block means)."""
+    return cv2.resize(x * weight, (BLOCKS, BLOCKS), interpolation=cv2.INTER_AREA) / np.maximum(weight_b, 1e-6)
 
 
 def empty_metrics() -> dict[str, float]:
@@ -188,13 +186,15 @@ def _texture(green8: np.ndarray, m8: np.ndarray, inner8: np.ndarray, luma: np.nd
     out["vessel_cover"] = _vessel_cover(vessel8, inner8)
 
     wf = inner.astype(np.float32)
-    valid = cv2.resize(wf, (BLOCKS, BLOCKS), interpolation=cv2.INTER_AREA) > BLOCK_MIN_INSIDE
+    wb = cv2.resize(wf, (BLOCKS, BLOCKS), interpolation=cv2.INTER_AREA)
+    valid = wb > BLOCK_MIN_INSIDE
     if not valid.any():
         valid[...] = True
-    lum_b = _block_means(luma.astype(np.float32), wf)[valid]
+    lum_b = _block_means(luma.astype(np.float32), wf, wb)[valid]
     med = max(float(np.median(lum_b)), 1.0)
-    focus_b = np.sqrt(_block_means(fine * fine, wf) / np.maximum(_block_means(coarse * coarse, wf), 1e-6))[valid]
-    contrast_b = np.sqrt(_block_means(band * band, wf))[valid]
+    coarse_b = np.maximum(_block_means(coarse * coarse, wf, wb), 1e-6)
+    focus_b = np.sqrt(_block_means(fine * fine, wf, wb) / coarse_b)[valid]
+    contrast_b = np.sqrt(_block_means(band * band, wf, wb))[valid]
     out["shadow_blocks"] = float(np.mean(lum_b < DARK_BLOCK_RATIO * med))
     out["blurred_blocks"] = float(np.mean(focus_b < BLUR_BLOCK_FOCUS))
     out["flat_blocks"] = float(np.mean(contrast_b < FLAT_BLOCK_CONTRAST))

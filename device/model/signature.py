@@ -59,6 +59,11 @@ SIGN_HINT = "install a bundle signed with a trusted key (`python -m trainer sign
 # the bundles, release; remove the old key in the release after.
 PROJECT_KEY_NAME = "dr-cam-project-2026"
 PROJECT_PUBLIC_KEY = "poFHbQnRACa2zOs8UW3MgVkoNjzCbqZdBkm/muERd5A="  # key id f876c5cbe046d72f
+# The second project key (2026-12-02): the first one's private half was lost with the ephemeral machine it lived
+# on (lost, not leaked), so both are trusted for one release; bundles signed from now on use this one
+# (docs/model_updates.md, "Rotating a key").
+PROJECT_KEY_NAME_B = "dr-cam-project-2026b"
+PROJECT_PUBLIC_KEY_B = "pWwbIe9thfaQ6aI/QVbLxfiDi9/Tw+d/KqEc1WEZPKE="  # key id bf9f6482450b6481
 
 
 class SignatureError(ModelError):
@@ -104,7 +109,10 @@ def key_id_of(raw_public_key: bytes) -> str:
     return hashlib.sha256(raw_public_key).hexdigest()[:KEY_ID_HEX]
 
 
-PROJECT_KEYS = (TrustedKey(name=PROJECT_KEY_NAME, public_key=PROJECT_PUBLIC_KEY),)
+PROJECT_KEYS = (
+    TrustedKey(name=PROJECT_KEY_NAME, public_key=PROJECT_PUBLIC_KEY),
+    TrustedKey(name=PROJECT_KEY_NAME_B, public_key=PROJECT_PUBLIC_KEY_B),
+)
 
 
 class _Strict(BaseModel):

@@ -16,6 +16,7 @@ import numpy as np
 
 from device.quality import REASONS
 from device.records import RecordStore
+from device.regions import REGION_THRESHOLD
 from device.result import QualityReport, RegionBox, ScreeningResult, Verdict
 
 OPERATORS = ("nurse-a", "nurse-b", "nurse-c")
@@ -75,7 +76,7 @@ def fill_records(folder: str | Path, visits: int, days: int = 1, first_day: date
             if sid is None or n % per_day == 0:
                 sid = store.start_session(OPERATORS[(n // per_day) % len(OPERATORS)], MODEL_ID, "synthetic-unit",
                                           {"sha256": "0" * 64, "decision_threshold": THRESHOLD,
-                                           "region_threshold": 0.65})
+                                           "region_threshold": REGION_THRESHOLD})
             at = datetime.combine(day, time(8, 0)).astimezone() + timedelta(seconds=30 * (n % per_day))
             operator = OPERATORS[n % len(OPERATORS)]
             for e, eye in enumerate(("right", "left")):

@@ -73,6 +73,9 @@ def kiosk_cmd(config: str | None, check_config: bool, model: str | None) -> None
         return
     summary = run_kiosk(config, model)
     click.echo(f"session {summary.session_id}: {summary.screenings} photographs, patients {summary.patients}")
+    if summary.stopped:
+        click.echo(f"error: {summary.stopped}", err=True)
+        sys.exit(1)
 
 
 @cli.command("selftest")
@@ -111,6 +114,9 @@ def demo_cmd(out_dir: str, model: str | None, patients: int | None) -> None:
         click.echo(f"Session export: {path}")
     if s.errors:
         click.echo(f"{len(s.errors)} problem(s) shown on screen: {s.errors[0]}")
+    if s.stopped:
+        click.echo(f"error: {s.stopped}", err=True)
+        sys.exit(1)
 
 
 @cli.command("console")

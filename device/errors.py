@@ -6,6 +6,8 @@ sentence to show (what is wrong and what to do), never a traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class ScreeningError(Exception):
     """Base class: ``str(self)`` is one sentence saying what is wrong and what to do."""
@@ -41,3 +43,64 @@ class ConfigError(ScreeningError, ValueError):
 
 class HardwareError(ScreeningError):
     """A camera, display, disk or microcontroller is unavailable."""
+
+
+class StorageError(HardwareError):
+    """The records could not be written (full disk, locked database, read-only or failing storage).
+
+    Attributes:
+        kind: ``disk_full``, ``locked``, ``read_only`` or ``io`` (:func:`storage_fault`).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# errno values that mean "no room left": the disk itself, or the user's quota on it.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_fault(exc: BaseException) -> str:
+    """What kind of storage fault an OSError or sqlite3 error is: ``disk_full``, ``locked``, ``read_only`` or
+    ``io`` (anything else), from its errno or SQLite's result code and message (SQLITE_FULL "database or disk is
+    full", SQLITE_BUSY/LOCKED "database is locked", SQLITE_READONLY "attempt to write a readonly database")."""
+    if isinstance(exc, StorageError):
+        return exc.kind
+    number = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and number in DISK_FULL_ERRNOS:
+        return "disk_full"
+    if isinstance(exc, OSError) and number in READ_ONLY_ERRNOS:
+        return "read_only"
+    code = (getattr(exc, "sqlite_errorname", None) or "").upper()
+    text = str(exc).lower()
+    if code.startswith("SQLITE_FULL") or "disk is full" in text or "no space left" in text:
+        return "disk_full"
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text:
+        return "locked"
+    if code.startswith("SQLITE_READONLY") or "readonly database" in text or "read-only file system" in text:
+        return "read_only"
+    return "io"
+
+
+def not_saved_message(exc: BaseException, what: str = "the record") -> str:
+    """The one sentence a nurse reads when something could not be recorded, naming the fault and what to do.
+
+    Args:
+        exc: the OSError, sqlite3 error or :class:`StorageError`.
+        what: what was not recorded, e.g. "this photograph's record".
+    """
+    kind = storage_fault(exc)
+    if kind == "disk_full":
+        return (f"NOT SAVED — the unit's disk is full: {what} was not recorded; export and remove old sessions to "
+                "free space, then press the button to go on.")
+    if kind == "locked":
+        return (f"NOT SAVED — the records database is locked by another program: {what} was not recorded; close "
+                "that program (a copy or backup of the records folder) and press the button to go on.")
+    if kind == "read_only":
+        return (f"NOT SAVED — the records disk cannot be written (read-only or no permission): {what} was not "
+                "recorded; check the storage card and the folder's owner, then press the button to go on.")
+    detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return (f"NOT SAVED — the records disk failed ({detail}): {what} was not recorded; check the storage card, then "
+            "press the button to go on.")

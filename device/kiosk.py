@@ -5,6 +5,11 @@ It never shows a traceback: every problem becomes a screen with one sentence (ca
 photograph), the loop keeps going, and the camera is reopened on the next trigger. The microcontroller link may
 vanish at any time; the loop then runs on the keyboard trigger and without LEDs.
 
+Its state (patient, eye, attempt) only moves on once a screening is recorded, and whichever step fails (capture,
+model, save, audit, display) leaves it consistent, so the next trigger works as soon as the fault is gone. With the
+automatic trigger a lasting fault backs off (``retry_backoff_s``, doubled each time) and stops the loop after
+``max_repeated_failures`` identical failures, with one message; a run of identical errors writes one audit entry.
+
     kiosk = Kiosk(cfg, camera, model, display, link, store)
     summary = kiosk.run()          # until cfg.kiosk.patients are done, 'q' is typed, or stop() is called
 """
@@ -31,6 +36,7 @@ log = logging.getLogger("device.kiosk")
 
 STATUS = {Verdict.REFERABLE: "referable", Verdict.NON_REFERABLE: "non_referable", Verdict.UNGRADABLE: "ungradable"}
 BEEP = {Verdict.REFERABLE: "attention", Verdict.NON_REFERABLE: "ok", Verdict.UNGRADABLE: "attention"}
+MAX_BACKOFF_S = 60.0  # the longest pause between automatic retries of a failing capture
 
 
 @dataclass
@@ -43,6 +49,7 @@ class KioskSummary:
     errors: list[str] = field(default_factory=list)
     session_id: str = ""
     exported: list[str] = field(default_factory=list)
+    stopped: str = ""  # why the loop stopped on its own (a lasting fault), else empty
 
 
 class Kiosk:
@@ -62,6 +69,8 @@ class Kiosk:
         self.attempt = 1
         self.eyes: dict[str, ScreeningResult] = {}
         self._stop = False
+        self._last_error: tuple[str, str] | None = None  # the last error shown, while it repeats
+        self._repeats = 0  # how many times in a row it was shown
         card = model.card if isinstance(model, ModelBundle) else None  # a fake model has no weights
         about = {"sha256": card.sha256 if card else None,
                  "decision_threshold": self.contract.decision_threshold,
@@ -73,8 +82,21 @@ class Kiosk:
     def _audit_override(self) -> None:
         """The development override is written to the audit trail whenever an unsigned model is taken into use."""
         if unsigned_notice(self.model):
-            self.store.audit("unit", "model_signature_override", self.model.signature.audit_detail(),
-                             self.contract.id, self.summary.session_id)
+            self._audit("model_signature_override", self.model.signature.audit_detail(), who="unit")
+
+    def _audit(self, action: str, detail: dict, who: str | None = None) -> bool:
+        """Append an audit entry; a failure (full disk, locked database) is shown as a NOT SAVED screen.
+
+        Returns:
+            Whether it was written.
+        """
+        try:
+            self.store.audit(who or self.cfg.kiosk.operator, action, detail, self.contract.id,
+                             self.summary.session_id)
+            return True
+        except ScreeningError as exc:
+            self._error("NOT SAVED", str(exc))
+            return False
 
     def _check_model_update(self) -> bool:
         """Before a new patient: switch to the model the store now names as active, or say why not.
@@ -85,19 +107,17 @@ class Kiosk:
         change = self.model_watch.poll() if self.model_watch is not None else None
         if change is None or change.model_id == self.contract.id:
             return True
-        sid = self.summary.session_id
         if change.model is None:
             action = "model_restart_needed" if self.model_watch.fixed else "model_switch_refused"
-            self.store.audit("unit", action, {"to": change.model_id, "problem": change.problem}, self.contract.id, sid)
+            self._audit(action, {"to": change.model_id, "problem": change.problem}, who="unit")
             self._show(render_message("MODEL NOT CHANGED", f"{change.problem} Press the button to go on with "
                                       f"{self.contract.id}.", "error", self.display.size, self.contract.id),
                        "model_update")
             return False
         old = self.contract.id
         self.model, self.contract = change.model, change.model.contract
-        self.store.audit("unit", "model_switched", {"from": old, "to": self.contract.id,
-                                                    "signature": change.model.signature.audit_detail()},
-                         self.contract.id, sid)
+        self._audit("model_switched", {"from": old, "to": self.contract.id,
+                                       "signature": change.model.signature.audit_detail()}, who="unit")
         self._audit_override()
         log.info("model switched from %s to %s", old, self.contract.id)
         return True
@@ -117,15 +137,32 @@ class Kiosk:
             log.error("display failed: %s", exc)
 
     def _error(self, headline: str, message: str) -> None:
+        """Show one error screen and signal it; the first of a run of identical errors is audited."""
         self.summary.errors.append(message)
+        key = (headline, message)
+        if key == self._last_error:
+            self._repeats += 1
+        else:
+            self._end_error_run()
+            self._last_error, self._repeats = key, 1
         self._show(render_message(headline, message, "error", self.display.size, self.contract.id), "error")
         self._signal("show_status", "error")
         self._signal("beep", "error")
+        if self._repeats == 1:
+            self._audit_quietly("error", {"headline": headline, "message": message})
+
+    def _audit_quietly(self, action: str, detail: dict) -> None:
         try:
-            self.store.audit(self.cfg.kiosk.operator, "error", {"headline": headline, "message": message},
-                             self.contract.id, self.summary.session_id)
+            self.store.audit(self.cfg.kiosk.operator, action, detail, self.contract.id, self.summary.session_id)
         except Exception as exc:  # noqa: BLE001 - the error screen is already up; a failed audit must not hide it
             log.error("audit failed: %s", exc)
+
+    def _end_error_run(self) -> None:
+        """A run of identical errors ended (a success, another error, the end): audit how often it repeated."""
+        if self._last_error is not None and self._repeats > 1:
+            self._audit_quietly("error_repeated", {"headline": self._last_error[0], "message": self._last_error[1],
+                                                   "times": self._repeats})
+        self._last_error, self._repeats = None, 0
 
     @property
     def patient_id(self) -> str:
@@ -161,8 +198,7 @@ class Kiosk:
             if ev.kind == "button_pressed" and mode in ("button", "button_or_keyboard"):
                 out.append("capture")
             elif ev.kind in ("disconnected", "error", "connected"):
-                self.store.audit("unit", f"link_{ev.kind}", {"detail": ev.detail}, self.contract.id,
-                                 self.summary.session_id)
+                self._audit(f"link_{ev.kind}", {"detail": ev.detail}, who="unit")
         if mode in ("keyboard", "button_or_keyboard"):
             out.extend(self.keyboard.poll())
         return out
@@ -206,11 +242,13 @@ class Kiosk:
             title += f" · {unsigned_notice(self.model)}"
         screen = render_result(result, frame.rgb, self.display.size, title)
         self._show(screen, f"{pid}_{eye}_{attempt}")
+        self._end_error_run()
         try:
             self.store.save(self.summary.session_id, pid, eye, attempt, result, frame.rgb, screen,
                             self.cfg.kiosk.operator, frame.source)
-        except ScreeningError as exc:
+        except ScreeningError as exc:  # same patient, eye and attempt: the next trigger takes it again
             self._error("NOT SAVED", str(exc))
+            return None
         self._signal("show_status", STATUS[result.verdict])
         self._signal("beep", BEEP[result.verdict])
         self.summary.screenings += 1
@@ -231,17 +269,28 @@ class Kiosk:
             self.finish_patient()
 
     def finish_patient(self) -> None:
-        """Close the current patient (both eyes, or fewer after 'next'): record and show the patient verdict."""
-        if self.eyes:
-            verdict = patient_verdict(self.eyes).value
-            self.summary.patients[self.patient_id] = verdict
-            detail = {"patient_id": self.patient_id, "verdict": verdict,
-                      "eyes": {e: r.verdict.value + ("_final" if r.final else "") for e, r in self.eyes.items()}}
-            self.store.audit(self.cfg.kiosk.operator, "patient_done", detail, self.contract.id, self.summary.session_id)
-            screen = render_patient(self.patient_id, Verdict(verdict), self.eyes, self.display.size, self.contract.id)
-            self._show(screen, f"{self.patient_id}_summary")
+        """Close the current patient (both eyes, or fewer after 'next'): record and show the patient verdict.
+
+        The kiosk moves to the next patient first, so a failed audit write (shown as NOT SAVED, with the verdict:
+        the eyes' records are already saved) cannot leave it pointing past the last eye.
+        """
+        pid, eyes = self.patient_id, self.eyes
         self.patient_no += 1
         self.eye_index, self.attempt, self.eyes = 0, 1, {}
+        if not eyes:
+            return
+        verdict = patient_verdict(eyes).value
+        self.summary.patients[pid] = verdict
+        detail = {"patient_id": pid, "verdict": verdict,
+                  "eyes": {e: r.verdict.value + ("_final" if r.final else "") for e, r in eyes.items()}}
+        screen = render_patient(pid, Verdict(verdict), eyes, self.display.size, self.contract.id)
+        self._show(screen, f"{pid}_summary")
+        try:
+            self.store.audit(self.cfg.kiosk.operator, "patient_done", detail, self.contract.id,
+                             self.summary.session_id)
+        except ScreeningError as exc:
+            self._error("NOT SAVED", f"Patient {pid} is {verdict.replace('_', '-')} (each eye's record is saved), "
+                        f"but the end of the visit was not: {exc}")
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -279,6 +328,7 @@ class Kiosk:
                     if self.eyes or self.attempt > 1:  # nothing to skip on a fresh patient: keep the id
                         self.finish_patient()
                 elif command == "capture":
+                    errors = len(self.summary.errors)
                     try:
                         self.screen_once()
                     except ModelError as exc:
@@ -288,6 +338,8 @@ class Kiosk:
                         log.exception("unexpected error")
                         self._error("UNEXPECTED PROBLEM", f"Something went wrong ({type(exc).__name__}): the "
                                     "photograph was not screened; press the button to try again.")
+                    if len(self.summary.errors) > errors and self.cfg.kiosk.trigger == "auto":
+                        self._back_off()
                     if self._done(max_screenings):
                         break
                     # The result (or error) screen stays up until the next trigger: the nurse must read it.
@@ -295,17 +347,47 @@ class Kiosk:
         self._finish()
         return self.summary
 
+    def _back_off(self) -> None:
+        """After a failed automatic capture: stop after too many identical failures, else wait (doubling)."""
+        k = self.cfg.kiosk
+        if self._repeats >= k.max_repeated_failures and self._last_error is not None:
+            headline, message = self._last_error
+            self.summary.stopped = (f"The unit stopped after {self._repeats} identical failures in a row "
+                                    f"({headline}); fix the problem, then start it again: {message}")
+            self._end_error_run()
+            self._audit_quietly("stopped", {"reason": self.summary.stopped})
+            self._show(render_message("STOPPED", self.summary.stopped, "error", self.display.size,
+                                      self.contract.id), "stopped")
+            log.error("%s", self.summary.stopped)
+            self._stop = True
+            return
+        self._wait(min(k.retry_backoff_s * 2 ** (self._repeats - 1), MAX_BACKOFF_S))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, waking early when :meth:`stop` is called."""
+        end = time.monotonic() + seconds
+        while not self._stop and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+
     def _finish(self) -> None:
+        """End the session: close the patient, audit the summary, export; a write that fails is shown as NOT SAVED
+        (never a traceback)."""
         if self.eyes:
             self.finish_patient()
+        self._end_error_run()
         self._signal("set_illumination", 0)
-        self.store.audit(self.cfg.kiosk.operator, "session_ended",
-                         {"screenings": self.summary.screenings, "verdicts": self.summary.verdicts,
-                          "patients": self.summary.patients, "errors": len(self.summary.errors)},
-                         self.contract.id, self.summary.session_id)
+        self._audit("session_ended", {"screenings": self.summary.screenings, "verdicts": self.summary.verdicts,
+                                      "patients": self.summary.patients, "errors": len(self.summary.errors),
+                                      **({"stopped": self.summary.stopped} if self.summary.stopped else {})})
         folder = self.cfg.kiosk.export_folder
         if folder:
-            os.makedirs(folder, exist_ok=True)
-            for ext in ("csv", "json"):
-                path = os.path.join(folder, f"session_{self.summary.session_id}.{ext}")
-                self.summary.exported.append(str(self.store.export_session(self.summary.session_id, path)))
+            try:
+                os.makedirs(folder, exist_ok=True)
+                for ext in ("csv", "json"):
+                    path = os.path.join(folder, f"session_{self.summary.session_id}.{ext}")
+                    self.summary.exported.append(str(self.store.export_session(self.summary.session_id, path)))
+            except OSError as exc:
+                self._error("NOT EXPORTED", f"The session could not be exported to {folder} ({exc.strerror}): its "
+                            "records are kept on the unit; export it from the console or choose another folder.")
+            except ScreeningError as exc:
+                self._error("NOT EXPORTED", f"{exc} The records are kept on the unit; export them from the console.")

@@ -21,6 +21,8 @@ import os
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from device.atomic import TMP_SUFFIX, fsync_dir, write_atomic
-from device.errors import HardwareError
+from device.errors import HardwareError, StorageError, not_saved_message, storage_fault
 from device.result import ScreeningResult, Verdict
 
 SCHEMA = """
@@ -133,6 +135,16 @@ def screenings_csv(rows: list[dict], verdicts: dict[tuple[str, str], str]) -> st
     return buf.getvalue()
 
 
+@contextmanager
+def writing(what: str) -> Iterator[None]:
+    """Turn an OSError or sqlite3 error raised while recording into a :class:`StorageError` whose message names
+    the fault (full disk, locked database, ...) and what to do (:func:`device.errors.not_saved_message`)."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(not_saved_message(exc, what), storage_fault(exc)) from exc
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -181,7 +193,16 @@ class RecordStore:
     # -- writing ------------------------------------------------------------------------------------------------
     def audit(self, who: str, action: str, detail: dict | None = None, model_id: str | None = None,
               session_id: str | None = None, record_id: str | None = None) -> None:
-        """Append one audit event (who, when, which model, what happened)."""
+        """Append one audit event (who, when, which model, what happened).
+
+        Raises:
+            StorageError: it could not be written (full disk, locked database; the message says which).
+        """
+        with writing(f"the audit entry '{action}'"):
+            self._audit(who, action, detail, model_id, session_id, record_id)
+
+    def _audit(self, who: str, action: str, detail: dict | None, model_id: str | None, session_id: str | None,
+               record_id: str | None = None) -> None:
         self.db.execute("INSERT INTO audit (at, who, action, model_id, session_id, record_id, detail) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (_now(), who, action, model_id, session_id, record_id, json.dumps(detail or {})))
@@ -194,11 +215,11 @@ class RecordStore:
             model: what else the audit entry should say about the model (sha256, thresholds, self-test).
         """
         sid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        with self.db:
+        with writing("the new session"), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, _now(), operator, model_id, unit))
-            self.audit(operator, "session_started", {"unit": unit, **({"model": model} if model else {})},
-                       model_id, sid)
+            self._audit(operator, "session_started", {"unit": unit, **({"model": model} if model else {})},
+                        model_id, sid)
         return sid
 
     def save(self, session_id: str, patient_id: str, eye: str, attempt: int, result: ScreeningResult,
@@ -228,27 +249,43 @@ class RecordStore:
             raise ValueError("The photograph or screen could not be encoded.")
         jpg_b, png_b = jpg.tobytes(), png.tobytes()
         photo_rel, screen_rel = rel / f"{rid}_photo.jpg", rel / f"{rid}_screen.png"
+        what = "this photograph's record"
         try:
-            write_atomic(self.folder / photo_rel, jpg_b, self.fsync, sync_folder=False)
-            write_atomic(self.folder / screen_rel, png_b, self.fsync, sync_folder=False)
-            if self.fsync:  # both renames durable before the record that points at them is committed
-                fsync_dir(self.folder / rel)
-        except OSError as exc:
-            raise HardwareError(f"The record could not be written ({exc.strerror}): free disk space or check the "
-                                "storage card.") from exc
+            with writing(what):
+                write_atomic(self.folder / photo_rel, jpg_b, self.fsync, sync_folder=False)
+                write_atomic(self.folder / screen_rel, png_b, self.fsync, sync_folder=False)
+                if self.fsync:  # both renames durable before the record that points at them is committed
+                    fsync_dir(self.folder / rel)
+        except StorageError:
+            self._discard(photo_rel, screen_rel)
+            raise
         q = result.quality
         row = (rid, session_id, patient_id, eye, int(attempt), operator, captured_at or _now(), source,
                result.model_id, result.verdict.value, int(result.final), result.probability, int(q.gradable),
                json.dumps(list(q.reasons)), json.dumps([r.to_json_dict() for r in result.regions]),
                json.dumps(dict(result.timings_ms)), json.dumps(dict(q.metrics)),
                str(photo_rel), _sha256(jpg_b), str(screen_rel), _sha256(png_b), _now())
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(f"INSERT INTO screenings VALUES ({', '.join('?' * len(row))})", row)
-            self.audit(operator, "screened", {"patient_id": patient_id, "eye": eye, "attempt": attempt,
-                                              "verdict": result.verdict.value, "probability": result.probability,
-                                              "final": result.final}, result.model_id, session_id, rid)
+        try:
+            with writing(what), self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(f"INSERT INTO screenings VALUES ({', '.join('?' * len(row))})", row)
+                self._audit(operator, "screened", {"patient_id": patient_id, "eye": eye, "attempt": attempt,
+                                                   "verdict": result.verdict.value, "probability": result.probability,
+                                                   "final": result.final}, result.model_id, session_id, rid)
+        except StorageError:
+            self._discard(photo_rel, screen_rel)  # no record points at them: nothing is left to sweep later
+            raise
         return rid
+
+    def _discard(self, *rel_paths: Path) -> None:
+        """Delete the image files of a record that was not committed (and their temporary files)."""
+        for rel in rel_paths:
+            path = self.folder / rel
+            for p in (path, path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    pass  # recover() sweeps it at the next start
 
     # -- recovery -----------------------------------------------------------------------------------------------
     def recover(self) -> int:
@@ -312,9 +349,12 @@ class RecordStore:
             session = dict(self.db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone() or {})
             doc = {"session": session, "patients": verdicts, "screenings": rows,
                    "audit": self.audit_trail(session_id)}
-            return write_atomic(path, json.dumps(doc, indent=1).encode(), self.fsync)
-        by_visit = {(session_id, pid): v for pid, v in verdicts.items()}
-        return write_atomic(path, screenings_csv(rows, by_visit).encode(), self.fsync)
+            data = json.dumps(doc, indent=1).encode()
+        else:
+            by_visit = {(session_id, pid): v for pid, v in verdicts.items()}
+            data = screenings_csv(rows, by_visit).encode()
+        with writing(f"the session export {path.name}"):
+            return write_atomic(path, data, self.fsync)
 
     def free_mb(self) -> float:
         """Free space on the records disk, MiB."""

@@ -43,17 +43,19 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
     from firmware_bridge.factory import open_link
 
     display = open_display(cfg.display)
+    # First, so a second unit process on the same records folder is refused before it touches anything.
+    store = RecordStore.from_config(cfg.records)
     stored = isinstance(cfg.model, BundleModelConfig) and bool(cfg.model.store)
     try:
         # The pointer is read before the model is loaded, so a switch in between is noticed at the first patient.
         watch = ActiveModelWatch(cfg.model, fixed=model is not None) if stored else None
         the_model = open_model(model_config_for(cfg, model))
     except ModelError as exc:
+        store.close()
         display.show(render_message("MODEL PROBLEM", str(exc), "error", display.size), "model_error")
         raise
     camera = open_camera(cfg.camera, Path(cfg.base_dir))
     link = open_link(cfg.link)
-    store = RecordStore.from_config(cfg.records)
     if stored:  # sweep what an interrupted `device model` command left (unless one is running now)
         ModelStore(cfg.model, lambda action, detail, mid: store.audit("unit", action, detail, mid)).try_recover()
     return Kiosk(cfg, camera, the_model, display, link, store, keyboard, watch)
@@ -115,10 +117,10 @@ def run_demo(out_dir: str | Path = "demo_output", model: str | None = None,
         patients: how many patients (default: the demo config's).
     """
     cfg = demo_config(out_dir, patients)
+    kiosk = build_kiosk(cfg, model)  # refused while another demo owns out_dir/records: its screens stay
     screens = Path(cfg.display.folder) if isinstance(cfg.display, FileDisplayConfig) else None
     if screens is not None and screens.is_dir():
         shutil.rmtree(screens)  # the demo owns this folder; old screens would mix with the new session's
-    kiosk = build_kiosk(cfg, model)
     try:
         return kiosk.run()
     finally:

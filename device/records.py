@@ -15,6 +15,8 @@ trail are append-only (SQLite triggers refuse UPDATE and DELETE).
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -32,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from device.atomic import TMP_SUFFIX, fsync_dir, write_atomic
-from device.errors import HardwareError, StorageError, not_saved_message, storage_fault
+from device.errors import HardwareError, ScreeningError, StorageError, not_saved_message, storage_fault
 from device.result import ScreeningResult, Verdict
 
 SCHEMA = """
@@ -60,6 +62,9 @@ CREATE TRIGGER IF NOT EXISTS screenings_append_only_d BEFORE DELETE ON screening
 DB_FILE = "records.sqlite"
 IMAGES_DIR = "images"
 ORPHANS_DIR = "orphans"
+# Held (flock, exclusive) by the one process that owns a records folder (the kiosk or demo): it alone may write
+# photographs and run crash recovery. The kernel drops the lock when that process dies, even by SIGKILL.
+LOCK_FILE = ".owner.lock"
 JPEG_QUALITY = 95  # the photograph as kept in the record: visually lossless, ~10x smaller than PNG
 EXPORT_COLUMNS = ("id", "session_id", "patient_id", "eye", "attempt", "operator", "captured_at", "source", "model_id",
                   "verdict", "final", "probability", "gradable", "reasons", "regions", "photo_path", "screen_path",
@@ -162,22 +167,54 @@ class RecordStore:
         Args:
             folder: the records folder.
             fsync: flush every record to disk before reporting it saved.
-            recover: run :meth:`recover`; only the kiosk may (it moves image files that have no record yet, so a
-                second process, e.g. ``selftest`` adding an audit entry while the kiosk runs, passes False).
+            recover: own the folder: take its exclusive lock (:data:`LOCK_FILE`), then run :meth:`recover`. Only the
+                kiosk (or demo) does: recovery moves image files that have no record yet, so a second process
+                (``selftest`` adding an audit entry while the kiosk runs, the console) passes False, and a second
+                owner is refused while the first one lives.
+
+        Raises:
+            HardwareError: the folder cannot be written, or another process owns it (one sentence).
         """
         self.folder = Path(folder)
         self.fsync = fsync
+        self.db = None
+        self._lock_fd: int | None = None
         try:
             (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+            if recover:
+                self._lock()
             self.db = sqlite3.connect(str(self.folder / DB_FILE), isolation_level=None, timeout=10)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            self.close()
             raise HardwareError(f"The records folder {self.folder} cannot be written ({exc}): check the disk and "
                                 "its permissions.") from exc
         self.db.row_factory = sqlite3.Row
-        self.recovered = self.recover() if recover else 0
+        try:
+            self.recovered = self.recover() if recover else 0
+        except ScreeningError:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        """Take the folder's owner lock, or raise HardwareError naming the process that holds it."""
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise HardwareError(f"The records folder {self.folder} is in use by another unit process (pid "
+                                    f"{holder}): stop that one first, or give this one its own records folder.") \
+                    from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
 
     @classmethod
     def from_config(cls, cfg: RecordsConfig) -> RecordStore:
@@ -185,10 +222,13 @@ class RecordStore:
         return cls(cfg.folder, fsync=cfg.fsync)
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
+        """Close the database and release the folder's owner lock (idempotent)."""
         if self.db is not None:
             self.db.close()
             self.db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     # -- writing ------------------------------------------------------------------------------------------------
     def audit(self, who: str, action: str, detail: dict | None = None, model_id: str | None = None,
@@ -293,7 +333,13 @@ class RecordStore:
 
         Returns:
             How many files were moved or deleted (also written to the audit trail when > 0).
+
+        Raises:
+            HardwareError: another process owns the folder: its files without a record may be in flight, so
+                nothing is touched.
         """
+        if self._lock_fd is None:
+            self._lock()  # only the owner may decide that a file is abandoned
         images = self.folder / IMAGES_DIR
         known = {r[0] for r in self.db.execute("SELECT photo_path FROM screenings UNION "
                                                "SELECT screen_path FROM screenings")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 # Suffix of in-flight temporary files (ignored by git via "*.tmp"; swept by RecordStore.recover()).
@@ -97,3 +98,60 @@ def write_private(path: str | Path, data: bytes, mode: int = 0o600) -> Path:
     except OSError:
         pass  # FAT and other permission-less file systems
     return path
+
+
+class SpecialFileError(OSError):
+    """A path names a FIFO, device, socket or folder where a regular file was expected (``kind`` says which)."""
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.kind = kind
+
+
+class FileTooLargeError(OSError):
+    """A file is larger than the reader's byte limit (``size`` bytes, ``limit`` bytes)."""
+
+    def __init__(self, path: str | Path, size: int, limit: int) -> None:
+        super().__init__(f"{path} is larger than {limit} bytes")
+        self.size, self.limit = size, limit
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words (for messages)."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_regular(path: str | Path, max_bytes: int) -> bytes:
+    """Read a whole regular file of at most ``max_bytes``, never blocking on a FIFO nor reading a device for ever.
+
+    The file is opened non-blocking (a FIFO with no writer opens at once) and checked with ``fstat`` on that
+    descriptor, so a symlink to ``/dev/zero`` or a FIFO named ``.jpg`` is refused, and the size is checked before
+    and while reading (a file that grows past the limit is refused too).
+
+    Raises:
+        SpecialFileError: not a regular file; FileTooLargeError: above ``max_bytes``; OSError: cannot be opened.
+    """
+    fd = os.open(str(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecialFileError(path, file_kind(st.st_mode))
+        if st.st_size > max_bytes:
+            raise FileTooLargeError(path, st.st_size, max_bytes)
+        chunks, total = [], 0
+        while block := os.read(fd, min(1 << 20, max_bytes + 1 - total) or 1):
+            chunks.append(block)
+            total += len(block)
+            if total > max_bytes:
+                raise FileTooLargeError(path, total, max_bytes)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -9,6 +9,14 @@ from __future__ import annotations
 import errno
 
 
+def subject(label: str) -> str:
+    """How a sentence about an image starts: a phrase ("the photograph") gets a capital letter, a file name is
+    kept exactly as it is ("Tiny32.jpg" must not become "tiny32.jpg" or the reverse): "The photograph tiny32.jpg"."""
+    if label.lower().startswith(("the ", "a ", "an ")):
+        return label[:1].upper() + label[1:]
+    return f"The photograph {label}"
+
+
 class ScreeningError(Exception):
     """Base class: ``str(self)`` is one sentence saying what is wrong and what to do."""
 

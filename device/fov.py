@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.errors import BlankImageError, NotFundusError
+from device.errors import BlankImageError, NotFundusError, subject
 
 # Long side of the working copy: 1500 px photos fit their FOV to about 2 px there (DiaretDB1 IoU >= 0.97).
 WORK_SIZE = 640
@@ -198,7 +198,7 @@ def _disc(binary: np.ndarray, label: str) -> tuple[float, float, float, tuple[fl
 
 
 def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
+    return subject(text)
 
 
 def _trim_bars(value: np.ndarray) -> tuple[int, int, np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from device.errors import ImageTooSmallError
+from device.errors import ImageTooSmallError, subject
 from device.fov import FieldOfView, find_fov
 from device.imageio import load_image
 
@@ -112,7 +112,7 @@ def check_size(rgb: np.ndarray, label: str = "the photograph") -> None:
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
         raise ImageTooSmallError(
-            f"{label[:1].upper() + label[1:]} is only {w}x{h} pixels, smaller than the {MIN_SIDE_PX} px minimum; "
+            f"{subject(label)} is only {w}x{h} pixels, smaller than the {MIN_SIDE_PX} px minimum; "
             "use the camera's full-resolution photograph."
         )
 

@@ -1,6 +1,7 @@
 """``python -m device screen``: screen photograph files and folders, one result (or error) per image.
 
-One unreadable file never stops the others; the model is loaded once.
+One unreadable file or folder (missing, a FIFO, a device, too large, another format) never stops the others;
+the model is loaded once.
 
     for record in screen_paths(["samples/"], model=None):
         print(record)     # {"image", "verdict", "probability", "quality", "regions", "model_id", "timings_ms"}
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from device.errors import ImageError
-from device.imageio import list_images, load_image
+from device.imageio import iter_images, load_image
 from device.model import BundleModelConfig, FakeModelConfig, open_model
 from device.pipeline import screen_frame
 from device.quality import QualityConfig, QualityGate
@@ -38,18 +39,16 @@ def screen_paths(paths: Sequence[str | Path], model: str | None = None,
     cfg = FakeModelConfig() if model == "fake" else BundleModelConfig(path=str(model) if model else None)
     the_model = open_model(cfg)
     gate = QualityGate(quality)
-    for path in list_images(paths):
+    for path, problem in iter_images(paths):
         name = str(path)
-        try:
-            if not path.exists():
-                raise FileNotFoundError
-            t = time.perf_counter()
-            rgb = load_image(path)
-            load_ms = (time.perf_counter() - t) * 1000
-            result = screen_frame(rgb, the_model, gate, label=path.name)
-        except FileNotFoundError:
-            yield {"image": name, "error": f"{name} does not exist; check the path."}
+        if problem is not None:  # a folder that cannot be listed: the other paths are still screened
+            yield {"image": name, "error": problem}
             continue
+        try:
+            t = time.perf_counter()
+            rgb = load_image(path, name=name)
+            load_ms = (time.perf_counter() - t) * 1000
+            result = screen_frame(rgb, the_model, gate, label=name)
         except ImageError as exc:
             yield {"image": name, "error": str(exc)}
             continue

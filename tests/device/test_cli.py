@@ -57,7 +57,8 @@ def test_screen_bad_file_gets_an_error_object_and_others_go_on(images, tmp_path)
     objs = _json_lines(res.stdout)
     assert len(objs) == 3 and "verdict" in objs[1]
     assert set(objs[0]) == {"image", "error"} and objs[0]["error"].endswith(".")
-    assert objs[2] == {"image": str(missing), "error": f"{missing} does not exist; check the path."}
+    assert objs[2] == {"image": str(missing), "error": f"The file {missing} does not exist; check the path and try "
+                                                       "again."}
     assert res.stderr.strip() == "error: 2 of 3 images could not be screened (see their 'error')."
 
 

@@ -2,9 +2,9 @@
 
 Each size runs in a fresh process: load the model (with its self-test), then read the photograph file, screen
 it (preprocess, gate, inference, regions), render the result screen and save the record (JPEG + PNG + SQLite),
-as the kiosk does for one capture. The peak resident set size (``VmHWM`` in /proc/self/status, Linux) is read before the photograph is
-read and after it is saved; the difference is what one photograph costs. The last row is a 20000 x 20000 PNG
-(a decompression bomb of about 1 MB) that the unit refuses from its header.
+as the kiosk does for one capture. The peak resident set size (``VmHWM`` in /proc/self/status, Linux) is read
+before the photograph is read and after it is saved; the difference is what one photograph costs. The last row
+is a 20000 x 20000 PNG (a decompression bomb of about 0.4 MB) that the unit refuses from its header.
 
     python bench/bench_memory.py                  # bundled default model; prints a table
     python bench/bench_memory.py --model models/<id>

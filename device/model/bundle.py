@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.config import first_error_sentence
-from device.atomic import sha256_file
+from device.atomic import FileTooLargeError, SpecialFileError, read_regular, sha256_file
 from device.errors import ModelError
-from device.model.active import read_active
+from device.model.active import BUNDLE_ID_PATTERN, read_active
 from device.model.base import Prediction
 from device.model.card import CARD_FILE, ModelCard
 from device.model.compat import check_compatible
@@ -35,6 +36,8 @@ from device.preprocess import standardise
 MODELS_ROOT = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the id (folder name) of the unit's default bundle
 REEXPORT = "re-export it with `python -m trainer export`"
+MAX_CARD_BYTES = 1 << 20  # a model card is a few kB
+MAX_DEFAULT_BYTES = 4096
 
 
 class BundleModelConfig(BaseModel):
@@ -81,12 +84,15 @@ def default_model_dir(models_root: str | Path | None = None) -> Path:
     root = Path(models_root) if models_root is not None else MODELS_ROOT
     marker = root / DEFAULT_FILE
     try:
-        model_id = marker.read_text(encoding="utf-8").strip()
-    except OSError:
+        model_id = read_regular(marker, MAX_DEFAULT_BYTES).decode("utf-8").strip()
+    except FileNotFoundError:
         raise ModelError(f"No default model is designated ({marker} is missing); write a bundle id into it or "
                          "pass a model folder explicitly.") from None
-    if not model_id or "/" in model_id or "\\" in model_id or model_id.startswith("."):
-        raise ModelError(f"{marker} must hold one bundle id (a folder name under {root}); fix the file.")
+    except (OSError, UnicodeDecodeError):
+        model_id = ""  # not a small UTF-8 text file: the sentence below says what it must be
+    if not re.fullmatch(BUNDLE_ID_PATTERN, model_id):
+        raise ModelError(f"{marker} must hold one bundle id (a folder name under {root}, as plain text); fix the "
+                         "file.")
     if not (root / model_id).is_dir():
         raise ModelError(f"The default model '{model_id}' named in {marker} is not in {root}; restore the bundle "
                          "or point DEFAULT at an existing one.")
@@ -123,9 +129,16 @@ def open_checked_bundle(folder: str | Path, cfg: BundleModelConfig) -> ModelBund
     """
     folder = Path(folder)
     _require_folder(folder)
-    signature = check_signature(folder, cfg.trusted_keys, cfg.allow_unsigned)
-    check_compatible(folder)
-    bundle = load_bundle(folder, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)
+    try:
+        signature = check_signature(folder, cfg.trusted_keys, cfg.allow_unsigned)
+        check_compatible(folder)
+        bundle = load_bundle(folder, run_selftest=cfg.run_selftest, num_threads=cfg.num_threads)
+    except ModelError:
+        raise
+    except Exception as exc:  # every model problem ends on the MODEL PROBLEM screen, never a traceback
+        raise ModelError(f"The model bundle {folder} could not be loaded ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); restore the bundle or "
+                         f"{REEXPORT}.") from exc
     bundle.signature = signature
     return bundle
 
@@ -138,29 +151,54 @@ def read_card(folder: Path) -> ModelCard:
     """
     path = folder / CARD_FILE
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_regular(path, MAX_CARD_BYTES).decode("utf-8")
+    except FileNotFoundError:
         raise ModelError(f"The model card {path} is missing; {REEXPORT}.") from None
+    except (SpecialFileError, FileTooLargeError):
+        raise ModelError(f"The model card {path} is not a plain file of at most 1 MiB; {REEXPORT}.") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"The model card {path} is not UTF-8 text (damaged or not a card); {REEXPORT}.") from None
+    except OSError as exc:
+        raise ModelError(f"The model card {path} cannot be read ({exc.strerror}); check the disk or "
+                         f"{REEXPORT}.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"The model card {path} is not valid JSON (line {exc.lineno}); {REEXPORT}.") from None
+    except RecursionError:
+        raise ModelError(f"The model card {path} is nested too deeply to be a model card; {REEXPORT}.") from None
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
         raise ModelError(first_error_sentence(exc, f"The model card {path}", REEXPORT, whole="(card)")) from None
 
 
+def _same_quantisation(card_q, tensor) -> bool:
+    """Whether a card's quantisation (None = float) is the tensor's, to float32 precision."""
+    if card_q is None:
+        return not tensor.quantised
+    return (tensor.quantised and tensor.zero_point == card_q.zero_point
+            and abs(tensor.scale - card_q.scale) <= 1e-6 * abs(card_q.scale))
+
+
 def _check_tensors(card: ModelCard, runtime: LiteRTRuntime, folder: Path) -> None:
+    """The card's input and outputs (shape, dtype, quantisation) are the model file's, or ModelError."""
     spec = runtime.input
     if spec.shape != card.input.shape or spec.dtype.name != card.input.dtype:
         raise ModelError(f"The model in {folder} takes {spec.dtype.name} {spec.shape} but its card says "
                          f"{card.input.dtype} {card.input.shape}; {REEXPORT}.")
+    if not _same_quantisation(card.input.quantisation, spec):
+        raise ModelError(f"The input quantisation of the model in {folder} (scale {spec.scale:.6g}, zero point "
+                         f"{spec.zero_point}) is not the one its card gives; {REEXPORT}.")
     for out in card.outputs:
         tensor = runtime.output(out.name)
-        if tensor.shape != out.shape:
-            raise ModelError(f"The model output '{out.name}' in {folder} has shape {tensor.shape} but its card says "
-                             f"{out.shape}; {REEXPORT}.")
+        if tensor.shape != out.shape or tensor.dtype.name != out.dtype:
+            raise ModelError(f"The model output '{out.name}' in {folder} is {tensor.dtype.name} {tensor.shape} but "
+                             f"its card says {out.dtype} {out.shape}; {REEXPORT}.")
+        if not _same_quantisation(out.quantisation, tensor):
+            raise ModelError(f"The quantisation of model output '{out.name}' in {folder} (scale "
+                             f"{tensor.scale:.6g}, zero point {tensor.zero_point}) is not the one its card gives; "
+                             f"{REEXPORT}.")
 
 
 class ModelBundle:
@@ -181,6 +219,27 @@ class ModelBundle:
         self.contract = card.contract
         self.runtime = runtime
         self.signature: SignatureCheck | None = None
+
+    def _selftest_arrays(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The self-test file's arrays, checked against the card (count, shapes), or ModelError: a file whose
+        sha256 in the card was updated can still be damaged or hold anything."""
+        n, s, cells = self.card.selftest.n_images, self.card.input.size, self.card.cam_size
+        damaged = f"The self-test file {path} is damaged or not this model's"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = tuple(np.asarray(data[key]) for key in ("rgb", "fov_mask", "probs", "cam"))
+        except Exception as exc:  # noqa: BLE001 - zipfile, numpy and OS errors of a damaged file, all the same here
+            raise ModelError(f"{damaged} ({type(exc).__name__}); restore the bundle or {REEXPORT}.") from None
+        want = {"rgb": ((n, s, s, 3), np.uint8), "fov_mask": ((n, s, s), None), "probs": ((n, 2), None),
+                "cam": ((n, cells, cells), None)}
+        for (key, (shape, dtype)), array in zip(want.items(), arrays):
+            if array.shape != shape or (dtype is not None and array.dtype != dtype) or array.dtype.kind not in "biuf":
+                raise ModelError(f"{damaged} ('{key}' is {array.dtype} {array.shape}, the card needs {shape}); "
+                                 f"restore the bundle or {REEXPORT}.")
+        if not all(np.isfinite(a).all() for a in arrays[2:]):
+            raise ModelError(f"{damaged} (its recorded outputs are not finite numbers); restore the bundle or "
+                             f"{REEXPORT}.")
+        return arrays
 
     @classmethod
     def from_config(cls, cfg: BundleModelConfig) -> ModelBundle:
@@ -222,8 +281,7 @@ class ModelBundle:
         if sha256_file(path) != spec.sha256:
             raise ModelError(f"The self-test file {path} does not match the sha256 in its card; restore the bundle "
                              f"or {REEXPORT}.")
-        with np.load(path) as data:
-            crops, masks, probs, cams = data["rgb"], data["fov_mask"], data["probs"], data["cam"]
+        crops, masks, probs, cams = self._selftest_arrays(path)
         prob_diff, cam_corr = 0.0, 1.0
         for crop, mask, want_probs, want_cam in zip(crops, masks, probs, cams):
             got = self.predict(standardise(crop, mask, self.card.input.normalisation))

@@ -13,10 +13,11 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from device.model.base import ModelContract
 from device.notice import INTENDED_USE
@@ -37,6 +38,22 @@ CAM_STRIDE = 16
 ExportFormat = Literal["float16", "int8"]
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# A file named by the card is a plain name inside the bundle folder: no folders, no "..", nothing absolute.
+BUNDLE_FILE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
+# The loosest self-test the unit accepts, whatever the card says: a card could otherwise switch its own check off
+# (prob_atol 1). trainer export writes 0.01 / 0.999 (float16) and 0.05 / 0.9 (int8).
+MAX_PROB_ATOL = 0.1
+MIN_CAM_CORR = 0.8
+MAX_SELFTEST_IMAGES = 64
+
+
+def _inside_bundle(name: str) -> str:
+    if len(name) > 100 or not re.fullmatch(BUNDLE_FILE_PATTERN, name):
+        raise ValueError(f"must be a plain file name inside the bundle folder (no folders, no '..'), got {name!r}")
+    return name
+
+
+BundleFile = Annotated[str, AfterValidator(_inside_bundle)]
 
 
 class _Strict(BaseModel):
@@ -129,11 +146,12 @@ class NetworkInfo(_Strict):
 class SelfTest(_Strict):
     """Synthetic images with the outputs this model produced at export; checked by the unit at start-up."""
 
-    file: str = SELFTEST_FILE
+    file: BundleFile = Field(SELFTEST_FILE, description="A file name inside the bundle.")
     sha256: str = Field(pattern=SHA256_PATTERN)
-    n_images: int = Field(ge=1)
-    prob_atol: float = Field(gt=0, le=1, description="Max |prob difference| allowed.")
-    cam_min_corr: float = Field(gt=0, le=1, description="Min Pearson correlation of each CAM with the recorded one.")
+    n_images: int = Field(ge=1, le=MAX_SELFTEST_IMAGES)
+    prob_atol: float = Field(gt=0, le=MAX_PROB_ATOL, description="Max |prob difference| allowed.")
+    cam_min_corr: float = Field(ge=MIN_CAM_CORR, le=1, description="Min Pearson correlation of each CAM with the "
+                                                                   "recorded one.")
 
 
 class ModelCard(_Strict):
@@ -142,14 +160,15 @@ class ModelCard(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Folder name under models/.")
     format: ExportFormat
-    file: str = MODEL_FILE
+    file: BundleFile = Field(MODEL_FILE, description="A file name inside the bundle.")
     sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of model.tflite (hex).")
     signature: str = SIGNATURE_KEY
     input: InputSpec
     outputs: tuple[OutputSpec, ...]
     class_names: tuple[str, str] = CLASS_NAMES
     cam_class: int = Field(ge=0, le=1, description="Index of the class whose CAM the 'cam' output is.")
-    cam_stride: int = Field(CAM_STRIDE, description="Model pixels per CAM cell (cell i covers 16i..16i+15).")
+    cam_stride: int = Field(CAM_STRIDE, ge=1, le=4096, description="Model pixels per CAM cell (cell i covers "
+                                                                   "16i..16i+15).")
     decision_threshold: float = Field(gt=0, lt=1, description="Referable when prob_referable >= this.")
     threshold: Thresholds
     region_threshold: float = Field(gt=0, lt=1, description="On the [0, 1]-normalised CAM (paper: "
@@ -181,6 +200,8 @@ class ModelCard(_Strict):
 
     @model_validator(mode="after")
     def _shapes(self) -> ModelCard:
+        if self.input.size % self.cam_stride:
+            raise ValueError(f"cam_stride must divide the input size {self.input.size}, got {self.cam_stride}")
         cells = self.input.size // self.cam_stride
         if self.output("probs").shape != (1, 2):
             raise ValueError(f"output 'probs' must have shape (1, 2), got {self.output('probs').shape}")

@@ -79,6 +79,10 @@ class Kiosk:
                                                       about)
         self._audit_override()
 
+    def _model_sha256(self) -> str | None:
+        """sha256 of the model file now screening (checked against the card at load), None for a fake model."""
+        return self.model.card.sha256 if isinstance(self.model, ModelBundle) else None
+
     def _audit_override(self) -> None:
         """The development override is written to the audit trail whenever an unsigned model is taken into use."""
         if unsigned_notice(self.model):
@@ -245,7 +249,7 @@ class Kiosk:
         self._end_error_run()
         try:
             self.store.save(self.summary.session_id, pid, eye, attempt, result, frame.rgb, screen,
-                            self.cfg.kiosk.operator, frame.source)
+                            self.cfg.kiosk.operator, frame.source, model_sha256=self._model_sha256())
         except ScreeningError as exc:  # same patient, eye and attempt: the next trigger takes it again
             self._error("NOT SAVED", str(exc))
             return None

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS screenings (
   model_id TEXT NOT NULL, verdict TEXT NOT NULL, final INTEGER NOT NULL, probability REAL, gradable INTEGER NOT NULL,
   reasons TEXT NOT NULL, regions TEXT NOT NULL, timings TEXT NOT NULL, metrics TEXT NOT NULL,
   photo_path TEXT NOT NULL, photo_sha256 TEXT NOT NULL, screen_path TEXT NOT NULL, screen_sha256 TEXT NOT NULL,
-  created_at TEXT NOT NULL);
+  created_at TEXT NOT NULL, model_sha256 TEXT);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
   model_id TEXT, session_id TEXT, record_id TEXT, detail TEXT NOT NULL);
@@ -66,7 +66,10 @@ ORPHANS_DIR = "orphans"
 # photographs and run crash recovery. The kernel drops the lock when that process dies, even by SIGKILL.
 LOCK_FILE = ".owner.lock"
 JPEG_QUALITY = 95  # the photograph as kept in the record: visually lossless, ~10x smaller than PNG
+# Columns added after the first release: (name, SQL type), added to an older database when it is opened.
+ADDED_COLUMNS = (("model_sha256", "TEXT"),)
 EXPORT_COLUMNS = ("id", "session_id", "patient_id", "eye", "attempt", "operator", "captured_at", "source", "model_id",
+                  "model_sha256",
                   "verdict", "final", "probability", "gradable", "reasons", "regions", "photo_path", "screen_path",
                   "patient_verdict")
 
@@ -80,6 +83,10 @@ class RecordsConfig(BaseModel):
     min_free_mb: int = Field(200, ge=0, le=1_000_000, description="refuse to screen below this free space, MiB")
 
 
+SCREENING_COLUMNS = (
+    "id", "session_id", "patient_id", "eye", "attempt", "operator", "captured_at", "source", "model_id", "verdict",
+    "final", "probability", "gradable", "reasons", "regions", "timings", "metrics", "photo_path", "photo_sha256",
+    "screen_path", "screen_sha256", "created_at", "model_sha256")
 JSON_COLUMNS = ("reasons", "regions", "timings", "metrics")  # screenings columns stored as JSON text
 # A CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"); tab and CR too.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -136,7 +143,7 @@ def screenings_csv(rows: list[dict], verdicts: dict[tuple[str, str], str]) -> st
     for r in rows:
         r = {**r, "patient_verdict": verdicts.get((r["session_id"], r["patient_id"]), ""),
              "reasons": "; ".join(r["reasons"]), "regions": json.dumps(r["regions"])}
-        writer.writerow([csv_cell(r[c]) for c in EXPORT_COLUMNS])
+        writer.writerow([csv_cell(r.get(c, "")) for c in EXPORT_COLUMNS])  # older records lack added columns
     return buf.getvalue()
 
 
@@ -187,6 +194,10 @@ class RecordStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(screenings)")}
+            for name, kind in ADDED_COLUMNS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE screenings ADD COLUMN {name} {kind}")
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise HardwareError(f"The records folder {self.folder} cannot be written ({exc}): check the disk and "
@@ -264,7 +275,7 @@ class RecordStore:
 
     def save(self, session_id: str, patient_id: str, eye: str, attempt: int, result: ScreeningResult,
              photo: np.ndarray, screen: np.ndarray, operator: str, source: str = "",
-             captured_at: str | None = None) -> str:
+             captured_at: str | None = None, model_sha256: str | None = None) -> str:
         """Record one screening: images first (atomic), then the record and its audit entry in one transaction.
 
         Args:
@@ -275,6 +286,8 @@ class RecordStore:
             operator: who screened.
             source: where the photograph came from (camera, file).
             captured_at: ISO time of capture (default now).
+            model_sha256: sha256 of the model file that screened it (a modified model is then told apart from the
+                official one with the same card id); None for a fake model.
 
         Returns:
             The record id.
@@ -304,14 +317,16 @@ class RecordStore:
                result.model_id, result.verdict.value, int(result.final), result.probability, int(q.gradable),
                json.dumps(list(q.reasons)), json.dumps([r.to_json_dict() for r in result.regions]),
                json.dumps(dict(result.timings_ms)), json.dumps(dict(q.metrics)),
-               str(photo_rel), _sha256(jpg_b), str(screen_rel), _sha256(png_b), _now())
+               str(photo_rel), _sha256(jpg_b), str(screen_rel), _sha256(png_b), _now(), model_sha256)
         try:
             with writing(what), self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(f"INSERT INTO screenings VALUES ({', '.join('?' * len(row))})", row)
+                self.db.execute(f"INSERT INTO screenings ({', '.join(SCREENING_COLUMNS)}) VALUES "
+                                f"({', '.join('?' * len(row))})", row)
                 self._audit(operator, "screened", {"patient_id": patient_id, "eye": eye, "attempt": attempt,
                                                    "verdict": result.verdict.value, "probability": result.probability,
-                                                   "final": result.final}, result.model_id, session_id, rid)
+                                                   "final": result.final, "model_sha256": model_sha256},
+                            result.model_id, session_id, rid)
         except StorageError:
             self._discard(photo_rel, screen_rel)  # no record points at them: nothing is left to sweep later
             raise

@@ -41,7 +41,7 @@ from device.grading_package import (
     image_name,
 )
 from device.notice import RESEARCH_NOTICE
-from device.records import RecordStore
+from device.records import RecordStore, csv_cell
 
 README = f"""Grading package from a diabetic-retinopathy screening unit ({RESEARCH_NOTICE}).
 
@@ -108,7 +108,7 @@ def _csv(rows: list[dict], columns: tuple[str, ...]) -> bytes:
     writer = csv.writer(buf)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["; ".join(row[c]) if isinstance(row[c], list) else row[c] for c in columns])
+        writer.writerow([csv_cell("; ".join(row[c]) if isinstance(row[c], list) else row[c]) for c in columns])
     return buf.getvalue().encode("utf-8")
 
 

@@ -129,3 +129,14 @@ def test_the_export_command(unit, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"4 photographs written to {tmp_path / 'pkg'} (patient data: keep it private)." in res.output
     assert json.loads((tmp_path / "pkg" / SCREENINGS_JSON).read_text())["images"][0]["eye"] == "right"
+
+
+def test_the_package_csv_neutralises_formulas(tmp_path):
+    # issue 16 item 9: a unit name (or patient id) starting with = + - @ went into the CSV as is
+    evil = screened_unit(tmp_path / "u", patients=1, operator=OPERATOR, unit_name='=HYPERLINK("http://x","y")')
+    out = tmp_path / "pkg"
+    export_for_grading(evil, parse_when("2020-01-01"), out)
+    rows = list(csv.DictReader((out / SCREENINGS_CSV).open()))
+    assert {r["unit"] for r in rows} == {"'=HYPERLINK(\"http://x\",\"y\")"}
+    manifest = read_manifest(out)
+    assert manifest.unit == '=HYPERLINK("http://x","y")'  # the JSON keeps the exact text

@@ -12,6 +12,40 @@ from pathlib import Path
 
 # Suffix of in-flight temporary files (ignored by git via "*.tmp"; swept by RecordStore.recover()).
 TMP_SUFFIX = ".tmp"
+# Everything the unit writes about a patient (records, photographs, screens, exports): its user only.
+PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
+
+
+def make_dirs(folder: str | Path, mode: int | None = None) -> Path:
+    """Create ``folder`` and its missing parents; with ``mode``, each folder created here gets exactly that mode
+    (whatever the umask), and so does ``folder`` itself when it exists already (tightened, never loosened by the
+    umask). File systems without permissions (FAT) keep theirs.
+    """
+    folder = Path(folder)
+    if mode is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            pass  # another process made it meanwhile
+        _chmod(path, mode)
+    if not missing:
+        _chmod(folder, mode)
+    return folder
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except OSError:
+        pass  # FAT and other permission-less file systems, or a folder owned by someone else
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -28,7 +62,8 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes, fsync: bool = True, sync_folder: bool = True) -> Path:
+def write_atomic(path: str | Path, data: bytes, fsync: bool = True, sync_folder: bool = True,
+                 private: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically.
 
     Args:
@@ -37,16 +72,28 @@ def write_atomic(path: str | Path, data: bytes, fsync: bool = True, sync_folder:
         fsync: flush the data (and the folder) to disk (turn off only for throwaway output).
         sync_folder: also fsync the folder; callers writing several files into one folder pass False and call
             :func:`fsync_dir` once after the last one.
+        private: patient data: the file is created :data:`PRIVATE_FILE_MODE` and missing folders
+            :data:`PRIVATE_DIR_MODE`, whatever the umask (else 0644 less the umask, folders as the umask says).
 
     Returns:
         The destination path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:
+        if not path.parent.is_dir():
+            make_dirs(path.parent, PRIVATE_DIR_MODE)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    mode = PRIVATE_FILE_MODE if private else 0o644
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         try:
+            if private:
+                try:
+                    os.fchmod(fd, mode)  # exactly 0600, whatever the umask
+                except OSError:
+                    pass  # FAT
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

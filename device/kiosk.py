@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from device.atomic import PRIVATE_DIR_MODE, make_dirs
 from device.config import UnitConfig
 from device.errors import ImageError, ModelError, ScreeningError
 from device.keyboard import KeyboardTrigger
@@ -386,7 +387,7 @@ class Kiosk:
         folder = self.cfg.kiosk.export_folder
         if folder:
             try:
-                os.makedirs(folder, exist_ok=True)
+                make_dirs(folder, PRIVATE_DIR_MODE)
                 for ext in ("csv", "json"):
                     path = os.path.join(folder, f"session_{self.summary.session_id}.{ext}")
                     self.summary.exported.append(str(self.store.export_session(self.summary.session_id, path)))

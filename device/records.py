@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.atomic import TMP_SUFFIX, fsync_dir, write_atomic
+from device.atomic import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, TMP_SUFFIX, fsync_dir, make_dirs, write_atomic
 from device.errors import HardwareError, ScreeningError, StorageError, not_saved_message, storage_fault
 from device.result import ScreeningResult, Verdict
 
@@ -187,9 +187,11 @@ class RecordStore:
         self.db = None
         self._lock_fd: int | None = None
         try:
-            (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+            make_dirs(self.folder, PRIVATE_DIR_MODE)  # patient data: the unit's user only, whatever the umask
+            make_dirs(self.folder / IMAGES_DIR, PRIVATE_DIR_MODE)
             if recover:
                 self._lock()
+            self._private_database()
             self.db = sqlite3.connect(str(self.folder / DB_FILE), isolation_level=None, timeout=10)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
@@ -208,6 +210,18 @@ class RecordStore:
         except ScreeningError:
             self.close()
             raise
+
+    def _private_database(self) -> None:
+        """Create the database file 0600 before SQLite does (its -wal and -shm files copy the database's mode), and
+        tighten the files of an older records folder."""
+        db = self.folder / DB_FILE
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+        for path in (db, db.with_name(DB_FILE + "-wal"), db.with_name(DB_FILE + "-shm")):
+            try:
+                if path.exists() and path.stat().st_mode & 0o077:
+                    os.chmod(path, PRIVATE_FILE_MODE)
+            except OSError:
+                pass  # FAT, or a file of another user (SQLite then says so)
 
     def _lock(self) -> None:
         """Take the folder's owner lock, or raise HardwareError naming the process that holds it."""
@@ -305,8 +319,8 @@ class RecordStore:
         what = "this photograph's record"
         try:
             with writing(what):
-                write_atomic(self.folder / photo_rel, jpg_b, self.fsync, sync_folder=False)
-                write_atomic(self.folder / screen_rel, png_b, self.fsync, sync_folder=False)
+                write_atomic(self.folder / photo_rel, jpg_b, self.fsync, sync_folder=False, private=True)
+                write_atomic(self.folder / screen_rel, png_b, self.fsync, sync_folder=False, private=True)
                 if self.fsync:  # both renames durable before the record that points at them is committed
                     fsync_dir(self.folder / rel)
         except StorageError:
@@ -367,7 +381,7 @@ class RecordStore:
                 touched += 1
             elif str(path.relative_to(self.folder)) not in known:
                 dest = self.folder / ORPHANS_DIR / path.relative_to(images)
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(dest.parent, PRIVATE_DIR_MODE)
                 shutil.move(str(path), str(dest))
                 touched += 1
         if touched:
@@ -415,7 +429,7 @@ class RecordStore:
             by_visit = {(session_id, pid): v for pid, v in verdicts.items()}
             data = screenings_csv(rows, by_visit).encode()
         with writing(f"the session export {path.name}"):
-            return write_atomic(path, data, self.fsync)
+            return write_atomic(path, data, self.fsync, private=True)
 
     def free_mb(self) -> float:
         """Free space on the records disk, MiB."""

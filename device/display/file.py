@@ -45,5 +45,5 @@ class FileDisplay(Display):
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
         if not ok:  # pragma: no cover - OpenCV cannot fail on a valid uint8 image
             raise ValueError("The screen image could not be encoded as PNG.")
-        write_atomic(path, buf.tobytes(), fsync=False)
+        write_atomic(path, buf.tobytes(), fsync=False, private=True)  # a result screen shows the patient's retina
         self.written.append(path)

@@ -51,6 +51,8 @@ class KioskConfig(BaseModel):
     illumination: int = Field(40, ge=0, le=255, description="steady focusing light between captures, 0..255")
     poll_interval_s: float = Field(0.05, ge=0, le=5, description="pause between checks for a trigger, seconds")
     export_folder: str | None = Field(None, description="write session CSV + JSON here when the loop ends")
+    button_debounce_ms: int = Field(500, ge=0, le=5000, description="a button press this soon after the last one "
+                                    "is ignored (double presses, a bouncing or stuck button)")
     retry_backoff_s: float = Field(1.0, ge=0, le=60, description="trigger 'auto': pause after a failed capture, "
                                    "seconds, doubled after each identical failure (at most 60 s)")
     max_repeated_failures: int = Field(5, ge=1, le=1000, description="trigger 'auto': stop after this many identical "

@@ -9,6 +9,8 @@ Its state (patient, eye, attempt) only moves on once a screening is recorded, an
 model, save, audit, display) leaves it consistent, so the next trigger works as soon as the fault is gone. With the
 automatic trigger a lasting fault backs off (``retry_backoff_s``, doubled each time) and stops the loop after
 ``max_repeated_failures`` identical failures, with one message; a run of identical errors writes one audit entry.
+Button presses are debounced on the host too (``button_debounce_ms``), at most one capture is taken per poll, and
+presses that arrive while a capture is being processed are dropped, never replayed as captures.
 
     kiosk = Kiosk(cfg, camera, model, display, link, store)
     summary = kiosk.run()          # until cfg.kiosk.patients are done, 'q' is typed, or stop() is called
@@ -72,6 +74,8 @@ class Kiosk:
         self._stop = False
         self._last_error: tuple[str, str] | None = None  # the last error shown, while it repeats
         self._repeats = 0  # how many times in a row it was shown
+        self._last_press: float | None = None  # time of the last button press taken (or of the end of a capture)
+        self.dropped_presses = 0  # presses ignored: bounces, double presses, presses during a capture
         card = model.card if isinstance(model, ModelBundle) else None  # a fake model has no weights
         about = {"sha256": card.sha256 if card else None,
                  "decision_threshold": self.contract.decision_threshold,
@@ -199,14 +203,43 @@ class Kiosk:
         except Exception as exc:  # noqa: BLE001 - a vanished link must not stop the loop (keyboard still works)
             log.warning("microcontroller poll failed: %s", exc)
             events = []
+        pressed = False
         for ev in events:
             if ev.kind == "button_pressed" and mode in ("button", "button_or_keyboard"):
-                out.append("capture")
+                if not pressed and self._take_press(ev.time):
+                    out.append("capture")
+                    pressed = True  # one capture per poll: the rest of a flood is dropped
+                else:
+                    self.dropped_presses += 1
             elif ev.kind in ("disconnected", "error", "connected"):
                 self._audit(f"link_{ev.kind}", {"detail": ev.detail}, who="unit")
         if mode in ("keyboard", "button_or_keyboard"):
             out.extend(self.keyboard.poll())
         return out
+
+    def _take_press(self, at: float) -> bool:
+        """Host-side debounce: a press within ``button_debounce_ms`` of the last one taken is a bounce."""
+        if self._last_press is not None and at - self._last_press < self.cfg.kiosk.button_debounce_ms / 1000:
+            return False
+        self._last_press = at
+        return True
+
+    def _drop_queued_presses(self) -> None:
+        """After a capture: presses that arrived while it was processed are dropped (other link events are kept),
+        and the debounce starts again from now."""
+        if self.cfg.kiosk.trigger not in ("button", "button_or_keyboard"):
+            return
+        try:
+            events = self.link.poll_events()
+        except Exception as exc:  # noqa: BLE001 - a vanished link must not stop the loop
+            log.warning("microcontroller poll failed: %s", exc)
+            events = []
+        for ev in events:
+            if ev.kind == "button_pressed":
+                self.dropped_presses += 1
+            elif ev.kind in ("disconnected", "error", "connected"):
+                self._audit(f"link_{ev.kind}", {"detail": ev.detail}, who="unit")
+        self._last_press = time.time()
 
     # -- one screening --------------------------------------------------------------------------------------------
     def screen_once(self) -> ScreeningResult | None:
@@ -343,6 +376,7 @@ class Kiosk:
                         log.exception("unexpected error")
                         self._error("UNEXPECTED PROBLEM", f"Something went wrong ({type(exc).__name__}): the "
                                     "photograph was not screened; press the button to try again.")
+                    self._drop_queued_presses()
                     if len(self.summary.errors) > errors and self.cfg.kiosk.trigger == "auto":
                         self._back_off()
                     if self._done(max_screenings):
@@ -383,6 +417,7 @@ class Kiosk:
         self._signal("set_illumination", 0)
         self._audit("session_ended", {"screenings": self.summary.screenings, "verdicts": self.summary.verdicts,
                                       "patients": self.summary.patients, "errors": len(self.summary.errors),
+                                      "dropped_presses": self.dropped_presses,
                                       **({"stopped": self.summary.stopped} if self.summary.stopped else {})})
         folder = self.cfg.kiosk.export_folder
         if folder:

@@ -97,11 +97,12 @@ def test_link_disconnect_is_audited(tmp_path):
 
 def test_button_trigger_captures_once_per_press(tmp_path):
     link = FakeLink()
-    k, camera, *_ = make(tmp_path, [GOOD], trigger="button", link=link)
+    k, camera, *_ = make(tmp_path, [GOOD], trigger="button", link=link, button_debounce_ms=0)
     link.click()
+    assert k.poll_triggers() == ["capture"]
     link.click()
-    summary = k.run(max_screenings=2)
-    assert summary.screenings == 2 and len(camera.captures) == 2
+    assert k.poll_triggers() == ["capture"]
+    assert k.poll_triggers() == [] and camera.captures == []  # a press is a command, not yet a capture
 
 
 def test_keyboard_trigger_enter_captures_n_skips_q_quits(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -86,6 +87,26 @@ def test_bad_label_files_give_one_sentence(tmp_path: Path, csv_text: str, messag
     with pytest.raises(DatasetError, match=message) as info:
         read_labels(path)
     assert str(info.value).count(". ") == 0 and str(info.value).endswith(".")
+
+
+def test_label_files_that_are_not_utf8_text_or_not_files_give_one_sentence(tmp_path: Path) -> None:
+    # issue 16 item 11: `trainer prepare --labels` with a non-UTF-8 CSV gave a UnicodeDecodeError traceback
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("image,level\nGöteborg_1_left,0\n".encode("latin-1"))
+    with pytest.raises(DatasetError) as err:
+        read_labels(latin)
+    assert str(err.value) == (f"The label file {latin} is not UTF-8 text (byte 13); save it as 'CSV UTF-8' and try "
+                              "again.")
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes("image,level\n1_left,0\n".encode("utf-16-le"))
+    with pytest.raises(DatasetError, match="contains NUL bytes"):
+        read_labels(utf16)
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError) as err:
+        read_labels(fifo)  # before: reported as missing (is_file), or hung when opened
+    assert str(err.value) == (f"The label file {fifo} is a named pipe (FIFO), not a CSV file; pass the right --labels "
+                              "file.")
 
 
 def test_missing_or_unrecognised_folders_say_what_to_do(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ sample folder holds a few of them); an image without a label is listed and left 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.atomic import FileTooLargeError, SpecialFileError, read_regular
 from device.errors import ConfigError
 
 REFERABLE_LEVEL = 2  # referable DR = grade >= 2 (moderate NPDR or worse), DESIGN.md §2.2
@@ -30,6 +32,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff")
 KAGGLE_TRAIN = ("train", "trainLabels.csv")
 KAGGLE_TEST = ("test", "retinopathy_solution.csv")
 FLAT_LABELS = "labels.csv"
+MAX_LABELS_BYTES = 256 << 20  # the full Kaggle trainLabels.csv is 0.5 MB
 FLAT_IMAGES = "images"
 EYE_PATTERN = re.compile(r"^(?P<patient>.+)_(?P<eye>left|right)$")
 SPLITS = ("train", "val", "test")
@@ -177,10 +180,28 @@ def read_labels(path: Path) -> dict[str, int]:
     Raises:
         DatasetError: the file is missing, lacks the ``image``/``level`` columns, or has a bad or repeated row.
     """
-    if not path.is_file():
-        raise DatasetError(f"The label file {path} does not exist; pass the right --labels file.")
+    try:
+        data = read_regular(path, MAX_LABELS_BYTES)
+    except FileNotFoundError:
+        raise DatasetError(f"The label file {path} does not exist; pass the right --labels file.") from None
+    except SpecialFileError as exc:
+        raise DatasetError(f"The label file {path} is {exc.kind}, not a CSV file; pass the right --labels "
+                           "file.") from None
+    except FileTooLargeError:
+        raise DatasetError(f"The label file {path} is larger than {MAX_LABELS_BYTES >> 20} MiB, so it is not a "
+                           "label CSV; pass the right --labels file.") from None
+    except OSError as exc:
+        raise DatasetError(f"The label file {path} cannot be read ({exc.strerror}); check its permissions.") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"The label file {path} is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' and "
+                           "try again.") from None
+    if "\x00" in text:  # UTF-16 decodes as UTF-8 with a NUL after every letter
+        raise DatasetError(f"The label file {path} contains NUL bytes (UTF-16 or binary, not UTF-8 text); save it as "
+                           "'CSV UTF-8' and try again.")
     levels: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = {name.strip().lower(): name for name in reader.fieldnames or []}
         if "image" not in columns or "level" not in columns:

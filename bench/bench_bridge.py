@@ -84,7 +84,8 @@ def bench_pty_echo(n: int) -> list[float]:
 
 def bench_pty_command(n: int, tcp: bool = False) -> list[float]:
     with Emulator(tcp=tcp) as emu:
-        link = SerialLink(emu.port, heartbeat_interval_s=5.0, silence_timeout_s=30.0, keep_outcomes=n + 10)
+        link = SerialLink(emu.port, heartbeat_interval_s=5.0, silence_timeout_s=30.0, keep_outcomes=n + 10,
+                          allow_network=tcp)  # the emulator's TCP mode (127.0.0.1): benchmarks only
         try:
             end = time.monotonic() + 10
             while not link.connected and time.monotonic() < end:

@@ -10,9 +10,21 @@ All durations are seconds. No I/O happens here: the config only describes the li
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# pyserial URL handlers that stay on this machine; socket:// and rfc2217:// (and any unknown one) would open a
+# network connection, which no code path of the unit may do (README "Privacy").
+LOCAL_URL_SCHEMES = frozenset({"loop", "spy", "hwgrep", "alt", "cp2110"})
+
+
+def network_url(url: str) -> bool:
+    """Whether a pyserial URL would reach beyond this machine (``socket://``, ``rfc2217://``, an unknown scheme,
+    or a local handler wrapping one)."""
+    schemes = {m.lower() for m in re.findall(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)}
+    return bool(schemes - LOCAL_URL_SCHEMES)
 
 
 class LinkConfigError(ValueError):
@@ -39,8 +51,9 @@ class SerialLinkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["serial"] = "serial"
-    url: str = Field(..., min_length=1, description="pyserial URL: /dev/ttyACM0, /dev/serial/by-id/..., loop://, "
-                                                     "socket://host:port")
+    url: str = Field(..., min_length=1, max_length=4096, description="serial port: /dev/ttyACM0, "
+                     "/dev/serial/by-id/..., or a local pyserial URL (loop://, spy://, hwgrep://); network URLs "
+                     "(socket://, rfc2217://) are refused")
     baudrate: int = Field(115200, ge=1200, le=4_000_000, description="bits/s (ignored by USB CDC, used by UARTs)")
     retry_timeout_s: float = Field(0.2, gt=0, le=10, description="wait for an ACK before resending a command")
     max_retries: int = Field(4, ge=0, le=50, description="resends before a command is reported as failed")
@@ -51,3 +64,11 @@ class SerialLinkConfig(BaseModel):
     reconnect_interval_s: float = Field(1.0, gt=0, le=60, description="pause between attempts to reopen the port")
     queue_size: int = Field(64, ge=1, le=4096, description="commands waiting to be sent; the oldest is dropped "
                                                            "(and reported) when full")
+
+    @field_validator("url")
+    @classmethod
+    def _local(cls, url: str) -> str:
+        if network_url(url):
+            raise ValueError(f"{url!r} is a network URL and the unit never opens network connections; give the "
+                             "microcontroller's serial port, e.g. /dev/ttyACM0")
+        return url

@@ -15,6 +15,7 @@ import time
 
 from firmware_bridge import commands as C
 from firmware_bridge import protocol as P
+from firmware_bridge.config import LinkConfigError, network_url
 from firmware_bridge.link import Event
 from firmware_bridge.session import HostSession
 
@@ -29,10 +30,12 @@ def _ticks() -> int:
 
 
 class SerialLink:
-    """``UnitLink`` over a serial port (any pyserial URL: ``/dev/ttyACM0``, ``loop://``, ``socket://host:port``).
+    """``UnitLink`` over a serial port (``/dev/ttyACM0``, or a local pyserial URL such as ``loop://``).
 
     Args:
         url: the port; a missing port is retried every ``reconnect_interval_s`` and reported, never raised.
+        allow_network: accept ``socket://`` (the emulator's TCP mode in tests and benchmarks only); the unit's
+            config never passes it, so no unit code path opens a network connection.
         baudrate: bits/s (USB CDC ignores it). Timings in seconds as in ``SerialLinkConfig``.
         queue_size: commands waiting to be sent; when full the oldest is dropped and reported.
         keep_outcomes: how many command outcomes ``outcome()`` remembers.
@@ -40,7 +43,11 @@ class SerialLink:
 
     def __init__(self, url: str, *, baudrate: int = 115200, retry_timeout_s: float = 0.2, max_retries: int = 4,
                  handshake_timeout_s: float = 0.5, heartbeat_interval_s: float = 0.5, silence_timeout_s: float = 2.0,
-                 reconnect_interval_s: float = 1.0, queue_size: int = 64, keep_outcomes: int = 1024) -> None:
+                 reconnect_interval_s: float = 1.0, queue_size: int = 64, keep_outcomes: int = 1024,
+                 allow_network: bool = False) -> None:
+        if network_url(url) and not allow_network:
+            raise LinkConfigError(f"The link url {url!r} is a network URL and the unit never opens network "
+                                  "connections; give the microcontroller's serial port, e.g. /dev/ttyACM0.")
         self.url = url
         self.baudrate = baudrate
         self.connected = False

@@ -176,7 +176,7 @@ def test_loopback_url_is_recognised_as_not_a_microcontroller():
 def test_socket_url_works_like_a_serial_port():
     with Emulator(tcp=True) as emu:
         assert emu.port.startswith("socket://127.0.0.1:")
-        lk = SerialLink(emu.port, **FAST)
+        lk = SerialLink(emu.port, **FAST, allow_network=True)  # the emulator's TCP mode: tests only
         try:
             assert wait_for(lambda: lk.connected)
             lk.flash(33)
@@ -201,3 +201,24 @@ def test_state_commands_coalesce_while_one_shots_queue_in_order(emu, link):
     assert [link.outcome(t) for t in flashes] == ["delivered", "delivered"]
     assert wait_for(lambda: emu.board.state["leds"] == P.LED_GREEN)
     assert [d for _, d in emu.board.flashes] == [10, 20]
+
+
+@pytest.mark.parametrize("url", ["socket://127.0.0.1:7000", "rfc2217://host:2217", "SOCKET://10.0.0.1:1",
+                                 "spy://socket://host:1", "http://example.org/"])
+def test_network_urls_are_refused(url):
+    # issue 16 item 11: a socket:// link URL made the unit open a TCP connection, although no code path may
+    from firmware_bridge.config import LinkConfigError as Refused
+    from firmware_bridge.factory import parse_link_config
+
+    with pytest.raises(Refused, match="is a network URL and the unit never opens network connections"):
+        SerialLink(url)
+    with pytest.raises(Exception, match="network URL"):
+        parse_link_config({"type": "serial", "url": url})
+
+
+@pytest.mark.parametrize("url", ["/dev/ttyACM0", "loop://", "spy:///dev/ttyUSB0?file=x.txt", "hwgrep://2341:8036",
+                                 "COM3"])
+def test_local_ports_are_accepted(url):
+    from firmware_bridge.factory import parse_link_config
+
+    assert parse_link_config({"type": "serial", "url": url}).url == url

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import first_error_sentence
+from device.atomic import FileTooLargeError, SpecialFileError, read_regular
 from device.camera import CAMERAS, CameraConfig, FolderCameraConfig
 from device.console.config import ConsoleConfig
 from device.display import DISPLAYS, DisplayConfig, FileDisplayConfig
@@ -30,6 +31,7 @@ from firmware_bridge.factory import LINKS, LinkConfig
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"
 EYES = ("right", "left")
+MAX_CONFIG_BYTES = 1 << 20  # a unit config is a few kB
 # The ``type`` values of the hardware sections: pydantic puts them in an error's location, a person never writes them.
 TYPE_TAGS = frozenset(CAMERAS.tags + MODELS.tags + DISPLAYS.tags + LINKS.tags)
 
@@ -101,9 +103,15 @@ def load_config(path: str | Path | None = None) -> UnitConfig:
     """
     path = Path(path) if path is not None else DEMO_CONFIG
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"The config file {path} does not exist; check the path.") from None
+    except SpecialFileError as exc:
+        raise ConfigError(f"The config file {path} is {exc.kind}, not a TOML file; give the unit's config file.") \
+            from None
+    except FileTooLargeError:
+        raise ConfigError(f"The config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB, so it is not a unit "
+                          "config; give the unit's config file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"The config file {path} cannot be read ({exc}); check its permissions.") from None
     except tomllib.TOMLDecodeError as exc:

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import first_error_sentence
+from device.atomic import read_regular
 from device.errors import ConfigError
 
 CALIBRATION_FILE = Path(__file__).with_name("quality_calibration.json")
@@ -94,7 +95,7 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> QualityCalibration:
         ConfigError: the file is missing or invalid, in one sentence.
     """
     try:
-        return QualityCalibration.model_validate_json(Path(path).read_bytes())
+        return QualityCalibration.model_validate_json(read_regular(Path(path), 1 << 20))
     except OSError as exc:
         raise ConfigError(f"The quality-gate calibration {path} cannot be read ({exc.strerror}); "
                           "reinstall the unit software.") from exc

@@ -25,7 +25,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from device.atomic import write_atomic
+from device.atomic import read_regular, write_atomic
 from device.errors import ConfigError
 
 CREDENTIALS_FILE = Path("console") / "credentials.json"  # under the records folder unless the config names one
@@ -60,7 +60,7 @@ class Credentials:
             ConfigError: the file exists but is not a credentials file.
         """
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(self.path, 1 << 20).decode("utf-8"))
             users = data["users"]
             if not isinstance(users, dict) or not all(isinstance(h, str) for h in users.values()):
                 raise TypeError

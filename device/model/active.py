@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device.atomic import write_atomic
+from device.atomic import FileTooLargeError, SpecialFileError, read_regular, write_atomic
 from device.errors import ModelError
 
 ACTIVE_FILE = "ACTIVE"
@@ -41,10 +41,14 @@ class ActivePointer(BaseModel):
 def read_pointer_bytes(store: str | Path) -> bytes | None:
     """The raw bytes of ``ACTIVE`` (to notice a change cheaply), or None when there is none."""
     try:
-        with open(Path(store) / ACTIVE_FILE, "rb") as handle:
-            return handle.read(MAX_POINTER_BYTES + 1)
+        return read_regular(Path(store) / ACTIVE_FILE, MAX_POINTER_BYTES)
     except FileNotFoundError:
         return None
+    except FileTooLargeError:
+        return b"\0" * (MAX_POINTER_BYTES + 1)  # parse_pointer calls it damaged, with what to do
+    except SpecialFileError as exc:
+        raise ModelError(f"The active-model pointer {Path(store) / ACTIVE_FILE} is {exc.kind}, not a file; remove "
+                         "it and activate a model again with `python -m device model activate`.") from None
     except OSError as exc:
         raise ModelError(f"The active-model pointer {Path(store) / ACTIVE_FILE} cannot be read ({exc.strerror}); "
                          "check the unit's disk.") from None

@@ -14,6 +14,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from device.atomic import read_regular
 from device.errors import ModelError
 from device.model.card import CARD_FILE, SCHEMA_VERSION
 from device.version import UNIT_VERSION
@@ -35,9 +36,9 @@ def check_compatible(folder: str | Path, unit_version: str = UNIT_VERSION) -> No
     """
     path = Path(folder) / CARD_FILE
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
+        raw = json.loads(read_regular(path, 1 << 20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return  # load_bundle's card check names the problem
     if not isinstance(raw, dict):
         return
     schema = raw.get("schema_version", SCHEMA_VERSION)

@@ -39,7 +39,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.config import first_error_sentence
-from device.atomic import sha256_file, write_atomic
+from device.atomic import read_regular, sha256_file, write_atomic
 from device.errors import ModelError
 from device.model.card import CARD_FILE
 
@@ -248,9 +248,9 @@ def sign_bundle(folder: str | Path, private_key, key_name: str) -> Path:
 
 def _card_id(folder: Path) -> str:
     try:
-        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        card = json.loads(read_regular(folder / CARD_FILE, 1 << 20).decode("utf-8"))
         return str(card["id"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise SignatureError(f"The bundle {folder} has no readable model card with an id; re-export it.") from None
 
 
@@ -264,7 +264,7 @@ def read_signature(folder: str | Path) -> SignatureFile:
     try:
         if path.lstat().st_size > MAX_SIGNATURE_BYTES or not path.is_file() or path.is_symlink():
             raise SignatureError(f"The signature file {path} is not a plain file of at most 1 MiB; {SIGN_HINT}.")
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_SIGNATURE_BYTES).decode("utf-8")  # fstat again: no swap for a FIFO
     except FileNotFoundError:
         raise SignatureError(f"The model bundle {Path(folder)} is not signed (no {SIGNATURE_FILE}); "
                              f"{SIGN_HINT}.") from None

@@ -20,7 +20,7 @@ from device.atomic import write_atomic
 from device.camera import open_camera
 from device.config import DEMO_CONFIG, UnitConfig, load_config, model_config_for
 from device.display import FileDisplayConfig, open_display
-from device.errors import ModelError, ScreeningError
+from device.errors import HardwareError, ModelError, ScreeningError, not_saved_message
 from device.keyboard import KeyboardTrigger
 from device.kiosk import Kiosk, KioskSummary
 from device.model import BundleModelConfig, FakeModelConfig, ModelBundle, open_model
@@ -44,7 +44,11 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
 
     display = open_display(cfg.display)
     # First, so a second unit process on the same records folder is refused before it touches anything.
-    store = RecordStore.from_config(cfg.records)
+    try:
+        store = RecordStore.from_config(cfg.records)
+    except ScreeningError as exc:  # in use, unwritable, full: the nurse reads it on the screen too
+        _show_quietly(display, "RECORDS PROBLEM", str(exc))
+        raise
     stored = isinstance(cfg.model, BundleModelConfig) and bool(cfg.model.store)
     try:
         # The pointer is read before the model is loaded, so a switch in between is noticed at the first patient.
@@ -56,9 +60,29 @@ def build_kiosk(cfg: UnitConfig, model: str | None = None, keyboard=None) -> Kio
         raise
     camera = open_camera(cfg.camera, Path(cfg.base_dir))
     link = open_link(cfg.link)
-    if stored:  # sweep what an interrupted `device model` command left (unless one is running now)
-        ModelStore(cfg.model, lambda action, detail, mid: store.audit("unit", action, detail, mid)).try_recover()
-    return Kiosk(cfg, camera, the_model, display, link, store, keyboard, watch)
+    try:
+        if stored:  # sweep what an interrupted `device model` command left (unless one is running now)
+            ModelStore(cfg.model, lambda action, detail, mid: store.audit("unit", action, detail, mid)).try_recover()
+        return Kiosk(cfg, camera, the_model, display, link, store, keyboard, watch)
+    except ScreeningError as exc:  # the session could not be recorded (full disk, locked database)
+        _show_quietly(display, "NOT SAVED", str(exc))
+        for thing in (camera, link, store):
+            _close_quietly(thing)
+        raise
+
+
+def _show_quietly(display, headline: str, message: str) -> None:
+    try:
+        display.show(render_message(headline, message, "error", display.size), "error")
+    except Exception:  # noqa: BLE001 - the sentence is also raised to the command line
+        pass
+
+
+def _close_quietly(thing) -> None:
+    try:
+        thing.close()
+    except Exception:  # noqa: BLE001 - closing must not mask the problem being reported
+        pass
 
 
 def run_kiosk(config: str | Path | None = None, model: str | None = None) -> KioskSummary:
@@ -200,7 +224,10 @@ def selftest(cfg: UnitConfig, model: str | None = None) -> list[Check]:
         folder = Path(cfg.records.folder)
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".selftest-{uuid.uuid4().hex}"
-        write_atomic(probe, b"ok")
+        try:
+            write_atomic(probe, b"ok")
+        except OSError as exc:
+            raise HardwareError(not_saved_message(exc, "the test file", "run the self-test again")) from None
         probe.unlink()
         st = os.statvfs(folder)
         free = st.f_bavail * st.f_frsize / 2 ** 20
@@ -226,6 +253,8 @@ def record_selftest(cfg: UnitConfig, checks: list[Check]) -> bool:
         store.audit("unit", "selftest", {"ok": all(c.ok for c in checks),
                                          "checks": [{"name": c.name, "ok": c.ok, "message": c.message}
                                                     for c in checks]})
+    except ScreeningError:  # a full disk or a locked database: the disk check already says which
+        return False
     finally:
         store.close()
     return True

@@ -114,6 +114,8 @@ def demo_cmd(out_dir: str, model: str | None, patients: int | None) -> None:
         click.echo(f"Session export: {path}")
     if s.errors:
         click.echo(f"{len(s.errors)} problem(s) shown on screen: {s.errors[0]}")
+        if len(s.errors) > 1 and s.errors[-1] != s.errors[0]:
+            click.echo(f"the last one: {s.errors[-1]}")
     if s.stopped:
         click.echo(f"error: {s.stopped}", err=True)
         sys.exit(1)

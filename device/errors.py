@@ -92,23 +92,24 @@ def storage_fault(exc: BaseException) -> str:
     return "io"
 
 
-def not_saved_message(exc: BaseException, what: str = "the record") -> str:
+def not_saved_message(exc: BaseException, what: str = "the record", then: str = "press the button to go on") -> str:
     """The one sentence a nurse reads when something could not be recorded, naming the fault and what to do.
 
     Args:
         exc: the OSError, sqlite3 error or :class:`StorageError`.
         what: what was not recorded, e.g. "this photograph's record".
+        then: the last step once the fault is fixed.
     """
     kind = storage_fault(exc)
     if kind == "disk_full":
         return (f"NOT SAVED — the unit's disk is full: {what} was not recorded; export and remove old sessions to "
-                "free space, then press the button to go on.")
+                f"free space, then {then}.")
     if kind == "locked":
         return (f"NOT SAVED — the records database is locked by another program: {what} was not recorded; close "
-                "that program (a copy or backup of the records folder) and press the button to go on.")
+                f"that program (a copy or backup of the records folder), then {then}.")
     if kind == "read_only":
         return (f"NOT SAVED — the records disk cannot be written (read-only or no permission): {what} was not "
-                "recorded; check the storage card and the folder's owner, then press the button to go on.")
+                f"recorded; check the storage card and the folder's owner, then {then}.")
     detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return (f"NOT SAVED — the records disk failed ({detail}): {what} was not recorded; check the storage card, then "
-            "press the button to go on.")
+            f"{then}.")

@@ -148,13 +148,13 @@ def screenings_csv(rows: list[dict], verdicts: dict[tuple[str, str], str]) -> st
 
 
 @contextmanager
-def writing(what: str) -> Iterator[None]:
+def writing(what: str, then: str = "press the button to go on") -> Iterator[None]:
     """Turn an OSError or sqlite3 error raised while recording into a :class:`StorageError` whose message names
     the fault (full disk, locked database, ...) and what to do (:func:`device.errors.not_saved_message`)."""
     try:
         yield
     except (OSError, sqlite3.Error) as exc:
-        raise StorageError(not_saved_message(exc, what), storage_fault(exc)) from exc
+        raise StorageError(not_saved_message(exc, what, then), storage_fault(exc)) from exc
 
 
 def _now() -> str:
@@ -280,7 +280,7 @@ class RecordStore:
             model: what else the audit entry should say about the model (sha256, thresholds, self-test).
         """
         sid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        with writing("the new session"), self.db:
+        with writing("the new session", "start the unit again"), self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (sid, _now(), operator, model_id, unit))
             self._audit(operator, "session_started", {"unit": unit, **({"model": model} if model else {})},

@@ -7,6 +7,10 @@ import errno
 import json
 import sqlite3
 
+import pytest
+
+import device.app
+import device.atomic
 from device.camera import FakeCamera, draw_fundus
 from device.config import parse_config
 from device.display import FakeDisplay, FakeDisplayConfig
@@ -68,7 +72,7 @@ def test_a_failed_save_keeps_the_eye_and_leaves_no_files(tmp_path, monkeypatch):
     assert k.screen_once() is None
     assert k.summary.errors[-1] == ("NOT SAVED — the records database is locked by another program: this "
                                     "photograph's record was not recorded; close that program (a copy or backup "
-                                    "of the records folder) and press the button to go on.")
+                                    "of the records folder), then press the button to go on.")
     assert (k.patient_id, k.eye, k.attempt, k.summary.screenings) == ("P0001", "right", 1, 0)
     assert not [p for p in (tmp_path / "rec" / "images").rglob("*") if p.is_file()]  # no orphan left behind
     fail.on = False
@@ -78,8 +82,6 @@ def test_a_failed_save_keeps_the_eye_and_leaves_no_files(tmp_path, monkeypatch):
 def test_disk_full_while_writing_an_image_is_named(tmp_path, monkeypatch):
     # issue 16 item 6: the nurse read "photograph was not screened (OperationalError)"
     k, camera, display, store = make(tmp_path)
-    import device.atomic
-
     real = device.atomic.os.write
 
     def full(fd, data):
@@ -182,3 +184,54 @@ def test_many_identical_errors_write_one_audit_row_per_run(tmp_path):
     assert k.screen_once() is not None
     actions = [a["action"] for a in store.audit_trail(k.summary.session_id)]
     assert actions == ["session_started", "error", "error_repeated", "screened"]
+
+
+def test_start_up_on_a_full_disk_is_named_on_the_screen_and_the_command_line(tmp_path, monkeypatch):
+    from device.app import build_kiosk, demo_config
+    from device.errors import StorageError
+
+    cfg = demo_config(tmp_path / "out")
+    shown = []
+    monkeypatch.setattr(device.app, "open_display",
+                        lambda c: shown.append(FakeDisplay(FakeDisplayConfig())) or shown[-1])
+    monkeypatch.setattr(RecordStore, "start_session", lambda *a, **k: (_ for _ in ()).throw(
+        StorageError("NOT SAVED — the unit's disk is full: the new session was not recorded; export and remove old "
+                     "sessions to free space, then start the unit again.", "disk_full")))
+    with pytest.raises(StorageError, match="the new session was not recorded"):
+        build_kiosk(cfg, "fake")
+    assert shown[0].shown == ["error"]
+    RecordStore(cfg.records.folder, fsync=False).close()  # the owner lock was released
+
+
+def test_selftest_on_a_full_disk_names_it(tmp_path, monkeypatch):
+    from device.app import demo_config, record_selftest, selftest
+
+    cfg = demo_config(tmp_path / "out")
+    monkeypatch.setattr(device.atomic.os, "write", lambda fd, data: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    checks = {c.name: c for c in selftest(cfg, "fake")}
+    assert not checks["disk"].ok and checks["disk"].message == (
+        "NOT SAVED — the unit's disk is full: the test file was not recorded; export and remove old sessions to free "
+        "space, then run the self-test again.")
+    store = RecordStore(cfg.records.folder, fsync=False)
+    fail = FailingAudit(store, DISK_FULL)
+    store.close()
+    monkeypatch.setattr(RecordStore, "_audit", lambda self, *a, **k: fail(*a, **k))
+    assert record_selftest(cfg, list(checks.values())) is False  # before: a traceback, and no check lines
+
+
+def test_the_demo_on_a_full_disk_ends_with_one_message(tmp_path, monkeypatch):
+    # issue 16 item 5: on a full disk the demo never ended and printed 13,000 error lines a minute
+    from device.app import run_demo
+
+    waits = []
+    monkeypatch.setattr(RecordStore, "free_mb", lambda self: 1.0)
+    monkeypatch.setattr(Kiosk, "_wait", lambda self, seconds: waits.append(seconds))
+    summary = run_demo(tmp_path / "out", model="fake")
+    assert summary.screenings == 0 and waits == [1.0, 2.0, 4.0, 8.0]
+    assert summary.stopped.startswith("The unit stopped after 5 identical failures in a row (DISK FULL); fix the "
+                                      "problem, then start it again: The records disk is almost full")
+    store = RecordStore(tmp_path / "out" / "records", fsync=False)
+    actions = [a["action"] for a in store.audit_trail(summary.session_id)]
+    store.close()
+    assert actions == ["session_started", "error", "error_repeated", "stopped", "session_ended"]

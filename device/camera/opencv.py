@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 import cv2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device.camera.base import Camera, Frame
 from device.errors import HardwareError
@@ -23,10 +23,19 @@ class OpenCVCameraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["opencv"] = "opencv"
-    device: int | str = Field(0, description="V4L2 index (0 = /dev/video0) or a device path / stream URL")
+    device: int | str = Field(0, description="V4L2 index (0 = /dev/video0) or a device path; stream URLs (rtsp://, "
+                                             "http://) are refused: the unit never opens a network connection")
     width: int = Field(1920, ge=64, le=8192, description="requested frame width, pixels")
     height: int = Field(1080, ge=64, le=8192, description="requested frame height, pixels")
     stale_frames: int = Field(STALE_FRAMES, ge=0, le=30, description="frames discarded before each still")
+
+    @field_validator("device")
+    @classmethod
+    def _local(cls, device: int | str) -> int | str:
+        if isinstance(device, str) and "://" in device:
+            raise ValueError(f"{device!r} is a network stream and the unit never opens network connections; give the "
+                             "camera's index (0) or device path (/dev/video0)")
+        return device
 
 
 class OpenCVCamera(Camera):

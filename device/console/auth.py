@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from device.atomic import read_regular, write_atomic
-from device.errors import ConfigError
+from device.errors import ConfigError, not_saved_message
 
 CREDENTIALS_FILE = Path("console") / "credentials.json"  # under the records folder unless the config names one
 MIN_PASSWORD = 6  # characters; with the login rate limits a 6-digit PIN takes years to guess online
@@ -88,6 +88,8 @@ class Credentials:
         old = os.umask(0o077)  # the temporary file is created 0600, so the hash is never readable by others
         try:
             write_atomic(self.path, json.dumps({"version": 1, "users": users}, indent=1).encode())
+        except OSError as exc:  # a full or read-only disk: one sentence, the old file is untouched
+            raise ConfigError(not_saved_message(exc, "the console password", "run the command again")) from None
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)

@@ -99,6 +99,15 @@ def test_opencv_camera_absent_device_is_one_sentence(tmp_path):
     assert not cam.is_open
 
 
+@pytest.mark.parametrize("url", ["rtsp://10.0.0.5/stream", "http://camera.local/video.mjpg", "udp://@:1234"])
+def test_opencv_camera_refuses_network_streams(url):
+    # issue 16 item 11, same class as socket:// links: no unit code path may open a network connection
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="is a network stream and the unit never opens network connections"):
+        OpenCVCameraConfig(device=url)
+
+
 def test_picamera_without_picamera2_says_how_to_install():
     try:
         import picamera2  # noqa: F401 - only whether it imports matters

@@ -174,3 +174,18 @@ def test_cli_exports_a_keras_file_and_sets_the_default(exported, tmp_path):
     assert not any("froc_curve" in key for key in bundle.card.metrics)
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(out)])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_an_unsafe_bundle_id_is_refused_before_anything_is_converted(tmp_path):
+    # issue 16 item 11: `trainer export --id '../../x'` gave a traceback; the id becomes a folder name under --out
+    from click.testing import CliRunner
+
+    from trainer.cli import cli
+
+    source = tmp_path / "model.keras"
+    source.write_bytes(b"not even a Keras file: the id is checked first")
+    out = tmp_path / "deep" / "models"
+    result = CliRunner().invoke(cli, ["export", str(source), "--id", "../../x", "--out", str(out)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "'../../x' is not a bundle id: use 1-80 letters, digits" in result.output
+    assert not (tmp_path / "deep").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device.atomic import write_atomic
 from device.model.bundle import load_bundle
@@ -74,8 +75,7 @@ class ExportOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: ExportFormat = "int8"
-    model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$",
-                                 description="bundle folder name under out_root (export_bundle needs one)")
+    model_id: str | None = Field(None, description="bundle folder name under out_root (export_bundle needs one)")
     out_root: Path = Path("models")
     normalisation: InputNormalisation = "per_image"
     calibration_images: int = Field(200, ge=1, description="int8 representative images (training split)")
@@ -88,6 +88,15 @@ class ExportOptions(BaseModel):
     selftest_images: int = Field(3, ge=1, le=16)
     seed: int = 0
     force: bool = False
+
+    @field_validator("model_id")
+    @classmethod
+    def _folder_name(cls, model_id: str | None) -> str | None:
+        # Checked before anything is converted: the id becomes a folder name under out_root (no '..', no '/').
+        if model_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", model_id):
+            raise ValueError(f"{model_id!r} is not a bundle id: use 1-80 letters, digits, '.', '_' or '-', starting "
+                             "with a letter or digit (it becomes a folder name under --out)")
+        return model_id
 
 
 @dataclass(frozen=True)

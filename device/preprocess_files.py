@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.errors import ImageError
+from device.atomic import write_atomic
+from device.errors import HardwareError, ImageError, not_saved_message
 from device.preprocess import PreprocessedImage, preprocess_file
 
 OUTLINE_RGB = (0, 255, 0)
@@ -41,7 +42,11 @@ def preprocess_paths(paths: Sequence[str], out_dir: str | Path, size: int) -> It
         preprocessed, else the FOV found and the crop written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HardwareError(f"The output folder {out} cannot be created ({exc.strerror}); choose another --out "
+                            "folder.") from None
     for path in paths:
         try:
             pre = preprocess_file(path, size=size)
@@ -49,7 +54,12 @@ def preprocess_paths(paths: Sequence[str], out_dir: str | Path, size: int) -> It
             yield path, False, str(exc)
             continue
         target = out / f"{Path(path).stem}_crop.png"
-        cv2.imwrite(str(target), cv2.cvtColor(outline_crop(pre), cv2.COLOR_RGB2BGR))
+        ok, png = cv2.imencode(".png", cv2.cvtColor(outline_crop(pre), cv2.COLOR_RGB2BGR))
+        try:
+            write_atomic(target, png.tobytes(), fsync=False, private=True)  # a crop of a patient's retina
+        except OSError as exc:
+            yield path, False, not_saved_message(exc, f"the crop {target.name}", "run the command again")
+            continue
         g, f = pre.geometry, pre.fov
         yield path, True, (f"FOV centre ({f.cx:.0f}, {f.cy:.0f}) radius {f.radius:.0f} px"
                            f"{' (clipped)' if f.clipped else ''}; crop x0={g.x0} y0={g.y0} side={g.side} -> {target}")

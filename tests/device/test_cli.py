@@ -173,3 +173,16 @@ def test_preprocess_writes_outlined_crops_and_reports_bad_files(tmp_path):
     assert f"{bad}: " in res.output  # the unreadable file gets its sentence, the good one is still written
     crop = cv2.imread(str(out / "eye_crop.png"))
     assert crop.shape == (128, 128, 3) and (crop[..., 1] == 255).any()  # the green FOV outline is drawn
+
+
+def test_preprocess_to_an_unwritable_folder_is_one_sentence(tmp_path):
+    # issue 16 item 11, same class as the unwritable export folder: it was a traceback
+    photo = tmp_path / "eye.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(draw_fundus(3, 640, 480), cv2.COLOR_RGB2BGR))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = subprocess.run([sys.executable, "-m", "device", "preprocess", str(photo), "--out", str(blocker / "crops")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (f"error: The output folder {blocker / 'crops'} cannot be created (Not a "
+                                  "directory); choose another --out folder.")

@@ -39,7 +39,7 @@ def open_model_store(cfg: UnitConfig, who: str | None = None):
         raise ModelError("This unit's config runs the fake model; models are installed only on units whose [model] "
                          "type is \"bundle\" with a store.")
     ModelStore(cfg.model)  # refuses a config without a store before the records are opened
-    records = RecordStore.from_config(cfg.records)
+    records = RecordStore.from_config(cfg.records, recover=False)  # beside a running kiosk: never its recovery
     who = who or _who()
     return ModelStore(cfg.model, lambda action, detail, mid: records.audit(who, action, detail, mid)), records
 

@@ -184,7 +184,7 @@ def export_for_grading(cfg: UnitConfig, since: datetime, to: str | Path, until: 
     to = Path(to)
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise ScreeningError(f"{to} already exists and is not an empty folder; give a new folder for the package.")
-    store = RecordStore.from_config(cfg.records)
+    store = RecordStore.from_config(cfg.records, recover=False)  # beside a running kiosk: never its recovery
     try:
         rows = _rows(store, since, until)
         if not rows:

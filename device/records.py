@@ -242,9 +242,9 @@ class RecordStore:
         self._lock_fd = fd
 
     @classmethod
-    def from_config(cls, cfg: RecordsConfig) -> RecordStore:
-        """Open the store a config describes."""
-        return cls(cfg.folder, fsync=cfg.fsync)
+    def from_config(cls, cfg: RecordsConfig, recover: bool = True) -> RecordStore:
+        """Open the store a config describes (``recover=False``: as a second process beside the kiosk)."""
+        return cls(cfg.folder, fsync=cfg.fsync, recover=recover)
 
     def close(self) -> None:
         """Close the database and release the folder's owner lock (idempotent)."""

@@ -77,3 +77,24 @@ def test_two_owners_in_one_process_and_close_releases(tmp_path):
     assert (tmp_path / LOCK_FILE).read_text() == str(os.getpid())
     assert (os.stat(tmp_path / LOCK_FILE).st_mode & 0o777) == 0o600
     second.close()
+
+
+def test_side_commands_beside_a_running_kiosk_never_run_its_recovery(tmp_path):
+    # the same fault as item 2 through another door: `device export` and `device model ...` opened the records
+    # with crash recovery, moving the kiosk's in-flight photographs to orphans/
+    from device.grading_export import export_for_grading, parse_when
+    from tests.helpers import screened_unit
+
+    cfg = screened_unit(tmp_path / "unit", patients=1)
+    folder = tmp_path / "unit" / "records"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        photo = _in_flight(folder)
+        result = export_for_grading(cfg, parse_when("2020-01-01"), tmp_path / "pkg")
+        assert result.images == 2
+        assert photo.is_file() and not (folder / ORPHANS_DIR).exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS screenings (
   reasons TEXT NOT NULL, regions TEXT NOT NULL, timings TEXT NOT NULL, metrics TEXT NOT NULL,
   photo_path TEXT NOT NULL, photo_sha256 TEXT NOT NULL, screen_path TEXT NOT NULL, screen_sha256 TEXT NOT NULL,
   created_at TEXT NOT NULL, model_sha256 TEXT);
+-- The console's patient page and day list (device/console/store.py) look screenings up by patient and by time.
+CREATE INDEX IF NOT EXISTS screenings_by_patient ON screenings(patient_id);
+CREATE INDEX IF NOT EXISTS screenings_by_time ON screenings(captured_at);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
   model_id TEXT, session_id TEXT, record_id TEXT, detail TEXT NOT NULL);

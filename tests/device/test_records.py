@@ -105,3 +105,17 @@ def test_unwritable_folder_is_a_hardware_error(tmp_path):
 
     with pytest.raises(HardwareError, match=r"cannot be written.*check the disk"):
         RecordStore(blocker / "records")
+
+
+def test_console_lookups_use_indexes_not_table_scans(tmp_path):
+    """The console's patient page and day list must not scan every screening of the unit's life."""
+    store = RecordStore(tmp_path)
+    queries = {
+        "screenings_by_patient": ("SELECT * FROM screenings WHERE patient_id = ? ORDER BY captured_at, rowid", ("P1",)),
+        "screenings_by_time": ("SELECT * FROM screenings WHERE captured_at >= ? AND captured_at < ? "
+                               "ORDER BY captured_at, rowid", ("2026-01-01", "2026-01-02")),
+    }
+    for index, (sql, args) in queries.items():
+        plan = " ".join(str(row[-1]) for row in store.db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert f"USING INDEX {index}" in plan, plan
+    store.close()

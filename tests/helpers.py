@@ -8,6 +8,7 @@ with only its own extras installed.
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,21 @@ def screened_unit(folder: Path, patients: int = 2, operator: str = "operator", u
           FakeLink(), store).run()
     store.close()
     return cfg
+
+
+def finishes(fn, seconds: float = 20.0) -> BaseException | None:
+    """Run fn in a thread and return what it raised (None if nothing); fail if it is still running after
+    ``seconds`` (reading a FIFO or a device used to block for ever)."""
+    out: dict = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the calling test inspects it
+            out["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "reading the file blocked"
+    return out.get("exc")

@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import struct
-import threading
 import zlib
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from device.cli import cli
 from device.errors import ImageReadError, ImageTooSmallError
 from device.imageio import MAX_IMAGE_PIXELS, load_image
 from device.preprocess import preprocess
+from tests.helpers import finishes
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -36,27 +36,11 @@ def bomb_png(width: int, height: int) -> bytes:
             + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b""))
 
 
-def _finishes(fn, seconds=20.0):
-    """Run fn in a thread; return what it raised (it must finish: a FIFO used to block for ever)."""
-    out: dict = {}
-
-    def target():
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            out["exc"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), "reading the file blocked"
-    return out.get("exc")
-
 
 def test_a_fifo_named_jpg_is_refused_at_once(tmp_path):
     fifo = tmp_path / "camera.jpg"
     os.mkfifo(fifo)
-    exc = _finishes(lambda: load_image(fifo))
+    exc = finishes(lambda: load_image(fifo))
     assert isinstance(exc, ImageReadError)
     assert str(exc) == "camera.jpg is a named pipe (FIFO), not a photograph file; give the path of a JPEG or PNG file."
 
@@ -65,7 +49,7 @@ def test_a_fifo_named_jpg_is_refused_at_once(tmp_path):
 def test_a_symlink_to_a_device_is_refused(tmp_path, device):
     link = tmp_path / "photo.png"
     link.symlink_to(device)
-    exc = _finishes(lambda: load_image(link))
+    exc = finishes(lambda: load_image(link))
     assert isinstance(exc, ImageReadError) and str(exc) == ("photo.png is a device, not a photograph file; give the "
                                                             "path of a JPEG or PNG file.")
 

@@ -6,27 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 
 import pytest
 
 from device.errors import ConfigError, ModelError
-
-
-def _finishes(fn, seconds=20.0):
-    out: dict = {}
-
-    def target():
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - inspected below
-            out["exc"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), "reading the file blocked"
-    return out.get("exc")
+from tests.helpers import finishes
 
 
 def _fifo(path):
@@ -37,12 +21,12 @@ def _fifo(path):
 def test_a_config_that_is_a_fifo_or_a_device(tmp_path):
     from device.config import load_config
 
-    exc = _finishes(lambda: load_config(_fifo(tmp_path / "unit.toml")))
+    exc = finishes(lambda: load_config(_fifo(tmp_path / "unit.toml")))
     assert isinstance(exc, ConfigError) and str(exc) == (
         f"The config file {tmp_path / 'unit.toml'} is a named pipe (FIFO), not a TOML file; give the unit's config "
         "file.")
     (tmp_path / "zero.toml").symlink_to("/dev/zero")
-    exc = _finishes(lambda: load_config(tmp_path / "zero.toml"))
+    exc = finishes(lambda: load_config(tmp_path / "zero.toml"))
     assert isinstance(exc, ConfigError) and "is a device, not a TOML file" in str(exc)
 
 
@@ -53,7 +37,7 @@ def test_a_model_card_that_is_a_fifo(tmp_path):
     shutil.copytree(default_model_dir(), bundle)
     (bundle / "model.json").unlink()
     _fifo(bundle / "model.json")
-    exc = _finishes(lambda: open_checked_bundle(bundle, BundleModelConfig(allow_unsigned=True)))
+    exc = finishes(lambda: open_checked_bundle(bundle, BundleModelConfig(allow_unsigned=True)))
     assert isinstance(exc, ModelError), exc
 
 
@@ -61,14 +45,14 @@ def test_an_active_pointer_that_is_a_fifo(tmp_path):
     from device.model.active import read_active
 
     _fifo(tmp_path / "ACTIVE")
-    exc = _finishes(lambda: read_active(tmp_path))
+    exc = finishes(lambda: read_active(tmp_path))
     assert isinstance(exc, ModelError) and "is a named pipe (FIFO), not a file" in str(exc)
 
 
 def test_console_credentials_that_are_a_fifo(tmp_path):
     from device.console.auth import Credentials
 
-    exc = _finishes(lambda: Credentials(_fifo(tmp_path / "users.json")).users())
+    exc = finishes(lambda: Credentials(_fifo(tmp_path / "users.json")).users())
     assert isinstance(exc, ConfigError) and "is damaged" in str(exc)
 
 

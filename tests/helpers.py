@@ -166,9 +166,9 @@ def trusted(private_key, name: str = "test-key"):
     """The config entry (``device.model.signature.TrustedKey``) of a test key's public half."""
     import base64
 
-    from device.model.signature import TrustedKey
+    from device.model.signature import TrustedKey, raw_public_key
 
-    raw = private_key.public_key().public_bytes_raw()
+    raw = raw_public_key(private_key)
     return TrustedKey(name=name, public_key=base64.b64encode(raw).decode())
 
 

@@ -22,7 +22,7 @@ from device.atomic import write_private
 from device.errors import ScreeningError
 from device.model.archive import write_bundle_tar
 from device.model.bundle import load_bundle
-from device.model.signature import TrustedKey, key_id_of, sign_bundle, verify_bundle
+from device.model.signature import TrustedKey, key_id_of, raw_public_key, sign_bundle, verify_bundle
 
 PASSPHRASE_ENV = "DR_KEY_PASSPHRASE"  # read instead of a prompt (CI, scripts); never logged
 PUBLIC_SUFFIX = ".pub"
@@ -94,7 +94,7 @@ def generate_key(path: str | Path, name: str, passphrase: bytes | None = None) -
     encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     write_private(path, pem, PRIVATE_MODE)
-    raw = key.public_key().public_bytes_raw()
+    raw = raw_public_key(key)
     public_b64 = base64.b64encode(raw).decode()
     pub.write_text(_public_text(name, public_b64, key_id_of(raw)), encoding="utf-8")
     return SigningKey(key, name, public_b64, key_id_of(raw), path)
@@ -148,7 +148,7 @@ def load_signing_key(path: str | Path, passphrase: bytes | None = None, name: st
                            "check the passphrase and the file.") from None
     if not isinstance(key, private_type):
         raise SigningError(f"The key {path} is not an Ed25519 key; make one with `python -m trainer keygen`.")
-    raw = key.public_key().public_bytes_raw()
+    raw = raw_public_key(key)
     return SigningKey(key, _key_name(path, name), base64.b64encode(raw).decode(), key_id_of(raw), path)
 
 

@@ -104,6 +104,14 @@ def _decode_public_key(text: str) -> bytes:
     return raw
 
 
+def raw_public_key(private_key) -> bytes:
+    """The raw 32 bytes of an Ed25519 private key's public half (``public_bytes_raw()`` needs cryptography 40;
+    Raspberry Pi OS Bookworm ships 38)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def key_id_of(raw_public_key: bytes) -> str:
     """The key id of a raw 32-byte Ed25519 public key."""
     return hashlib.sha256(raw_public_key).hexdigest()[:KEY_ID_HEX]
@@ -237,7 +245,7 @@ def sign_bundle(folder: str | Path, private_key, key_name: str) -> Path:
         raise SignatureError("Bundles are signed with Ed25519 keys only; make one with `python -m trainer keygen`.")
     folder = Path(folder)
     bundle_id = _card_id(folder)
-    raw = private_key.public_key().public_bytes_raw()
+    raw = raw_public_key(private_key)
     unsigned = SignatureFile(key_id=key_id_of(raw), key_name=key_name, signature="-",
                              signed_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                              manifest=bundle_manifest(folder, bundle_id))

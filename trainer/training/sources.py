@@ -159,3 +159,27 @@ def load_mixed(cfg: DataConfig, size: int, workers: int = 2) -> MixedImageSet:
         source="mixed: " + " + ".join(f"{n} ({len(p[1])})" for n, p in zip(info, parts)), skipped=skipped,
         source_names=np.array(names), source_info=info,
     )
+
+
+def auc_with_ci(labels: np.ndarray, probs: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """AUC with its bootstrap 95 % interval over images (None where one class is absent)."""
+    from trainer.evaluate.bootstrap import bootstrap_indices, percentile_ci
+    from trainer.evaluate.classification import bootstrap_auc
+
+    labels, probs = np.asarray(labels).astype(bool), np.asarray(probs, np.float64)
+    n_pos = int(labels.sum())
+    out = {"images": int(labels.size), "referable": n_pos, "auc": None, "auc_ci95": None}
+    if 0 < n_pos < labels.size:
+        from sklearn.metrics import roc_auc_score
+
+        out["auc"] = float(roc_auc_score(labels, probs))
+        out["auc_ci95"] = percentile_ci(bootstrap_auc(probs, labels, bootstrap_indices(labels.size, n_boot, seed)))
+    return out
+
+
+def per_source_auc(labels: np.ndarray, probs: np.ndarray, names: np.ndarray | None, n_boot: int = 2000,
+                   seed: int = 0) -> dict:
+    """``{source: auc_with_ci(...)}`` for every source name present (empty when ``names`` is None)."""
+    if names is None:
+        return {}
+    return {str(n): auc_with_ci(labels[names == n], probs[names == n], n_boot, seed) for n in np.unique(names)}

@@ -252,7 +252,8 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
         tta_flip: average the image and its horizontal flip; None = as the run's config says.
 
     Returns:
-        ``{"auc", "images", "referable", "tta_flip", "which"}``.
+        ``{"auc", "auc_ci95", "images", "referable", "tta_flip", "which", "by_source"}``; ``by_source`` holds the
+        AUC and its bootstrap 95 % interval of each source of a mixed data set (empty otherwise).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -265,5 +266,9 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
             for f in ((False, True) if tta else (False,))]
     labels = images.labels[val]
     probs = predict_referable(model, seqs)
-    return {"auc": float(roc_auc_score(labels, probs)), "images": int(val.size), "referable": int(labels.sum()),
-            "tta_flip": bool(tta), "which": which}
+    from trainer.training.sources import auc_with_ci, per_source_auc
+
+    names = getattr(images, "source_names", None)
+    return {"auc": float(roc_auc_score(labels, probs)), "auc_ci95": auc_with_ci(labels, probs)["auc_ci95"],
+            "images": int(val.size), "referable": int(labels.sum()), "tta_flip": bool(tta), "which": which,
+            "by_source": per_source_auc(labels, probs, names[val] if names is not None else None)}

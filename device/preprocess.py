@@ -25,9 +25,10 @@ DEFAULT_SIZE = 512  # DESIGN.md §2.1: the network's input
 MIN_SIDE_PX = 224  # smaller photographs cannot resolve red small dots (1-3 px at 512) and are refused
 STD_FLOOR = 1.0  # 8-bit levels: keeps a flat crop from dividing by ~0
 # The standardise() methods a model can be trained with; model cards and training configs name one of these.
-InputNormalisation = Literal["per_image", "local_contrast"]
+InputNormalisation = Literal["per_image", "local_contrast", "scale_127"]
 NORMALISATIONS: tuple[str, ...] = get_args(InputNormalisation)
 LOCAL_CONTRAST_SIGMA_FRACTION = 1 / 30  # Ben Graham, Kaggle DR 2015: blur sigma = crop size / 30
+SCALE_127 = (127.0, 128.0)  # EfficientNet-Lite's ImageNet input: (rgb - 127) / 128, about [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def standardise(rgb: np.ndarray, fov_mask: np.ndarray, method: str = "per_image"
         fov_mask: bool (S, S) or (N, S, S).
         method: ``per_image`` (DESIGN.md §2.2: subtract the mean, divide by the standard deviation, both over
             all FOV pixels and channels) or ``local_contrast`` (Ben Graham's ``4*img - 4*blur + 128``, then the same
-            standardisation).
+            standardisation) or ``scale_127`` (a fixed ``(rgb - 127) / 128``, the input scaling of the ImageNet
+            EfficientNet-Lite weights; no per-image statistics).
 
     Returns:
         float32 array of the same shape; 0 outside the FOV.
@@ -164,6 +166,11 @@ def standardise(rgb: np.ndarray, fov_mask: np.ndarray, method: str = "per_image"
     if rgb.ndim == 4:
         return np.stack([standardise(r, m, method) for r, m in zip(rgb, fov_mask)])
     x = rgb.astype(np.float32)
+    if method == "scale_127":
+        offset, scale = SCALE_127
+        x -= offset
+        x *= (1.0 / scale) * fov_mask[..., None]
+        return x
     if method == "local_contrast":
         sigma = rgb.shape[0] * LOCAL_CONTRAST_SIGMA_FRACTION
         x = np.clip(4.0 * x - 4.0 * cv2.GaussianBlur(x, (0, 0), sigma) + 128.0, 0, 255)

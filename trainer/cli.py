@@ -84,6 +84,30 @@ def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], 
                f"({summary['epochs_done']} epochs); run folder {resume_dir or run_dir or 'runs/' + config.name}")
 
 
+@cli.command("validate")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--tta/--no-tta", "tta", default=None, help="Flip test-time augmentation (default: as the run's config).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Also write the result here as JSON.")
+def validate_cmd(run_dir: str, which: str, tta: bool | None, out_file: str | None) -> None:
+    """Validation AUC of a run on its own validation split, with bootstrap 95 % intervals, per source."""
+    import json
+
+    from device.errors import ScreeningError
+    from trainer.training.train import validate_run
+
+    try:
+        result = validate_run(run_dir, which, tta)
+    except ScreeningError as exc:
+        raise click.ClickException(str(exc)) from exc
+    text = json.dumps(result, indent=2)
+    if out_file:
+        from device.atomic import write_atomic
+
+        write_atomic(Path(out_file), (text + "\n").encode())
+    click.echo(text)
+
+
 @cli.command("synth")
 @click.option("--kaggle", "kaggle_out", type=click.Path(file_okay=False), help="Write a Kaggle-layout folder here.")
 @click.option("--diaretdb1", "diaretdb1_out", type=click.Path(file_okay=False),

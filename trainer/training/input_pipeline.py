@@ -135,7 +135,12 @@ def load_cache(cfg: DataConfig, size: int) -> ImageSet:
 
 def load_images(cfg: DataConfig, size: int) -> ImageSet:
     """The dataset a config names; raises ConfigError when a split is empty."""
-    images = load_cache(cfg, size) if cfg.source == "cache" else load_folder(cfg, size)
+    if cfg.source == "mixed":
+        from trainer.training.sources import load_mixed
+
+        images = load_mixed(cfg, size)
+    else:
+        images = load_cache(cfg, size) if cfg.source == "cache" else load_folder(cfg, size)
     for split in ("train", "val"):
         if images.indices(split).size == 0:
             raise ConfigError(f"The {split} split of {images.source} is empty; use more images or change "

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
-from trainer.model import build_cam_model
+from trainer.model import build_network
 from trainer.training.augment import FundusAugment
 from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
 from trainer.training.checkpoint import TrainingCheckpoint
@@ -95,7 +95,7 @@ def build_training(cfg: TrainConfig, steps_per_epoch: int,
                    accelerator: str = "cpu") -> tuple[TrainingModel, keras.Model]:
     """Build and compile the training model (call inside the runtime's scope; ``accelerator`` from the runtime)."""
     keras.utils.set_random_seed(cfg.seed)
-    cam_model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)
+    cam_model = build_network(cfg.backbone, cfg.input_size, cfg.width, cfg.l2, cfg.freeze_blocks, cfg.backbone_bn)
     on_device = augment_placement(cfg, accelerator) == "device"
     augment = FundusAugment(**_augment_kwargs(cfg), seed=cfg.seed, dtype="float32", name="augment") \
         if on_device else None
@@ -204,7 +204,7 @@ def _write_summary(run: RunFolder, cfg: TrainConfig, state: dict, data: dict, ru
         "train_seconds": round(state.get("train_seconds", 0.0), 1), "wall_seconds_this_session": round(wall, 1),
         "input_size": cfg.input_size, "width": cfg.width, "normalisation": cfg.data.normalisation,
         "tta_flip": cfg.tta_flip, "backend": runtime.backend, "devices": runtime.devices,
-        "data": {k: data[k] for k in ("source", "train", "val")},
+        "backbone": cfg.backbone, "data": {k: data[k] for k in ("source", "train", "val", "sources") if k in data},
         "val_roc": state.get("best_roc"), "best_weights": BEST_WEIGHTS, "last_weights": LAST_WEIGHTS,
     }
     run.write_json("summary.json", summary)
@@ -223,7 +223,7 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
     """Rebuild a run's CAM model (float32) and load its ``best`` or ``last`` weights.
 
     Returns:
-        The model of :func:`trainer.model.build_cam_model` with outputs ``{"probs", "cam"}``.
+        The model of :func:`trainer.model.build_network` with outputs ``{"probs", "cam"}``.
 
     Raises:
         ConfigError: not a run folder, or no weights of that kind yet.
@@ -235,7 +235,8 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        model = build_cam_model(cfg.input_size, cfg.width, name="cam_net", l2=cfg.l2)
+        model = build_network(cfg.backbone, cfg.input_size, cfg.width, cfg.l2, cfg.freeze_blocks, cfg.backbone_bn,
+                              pretrained=False)  # the run's own weights replace them
     finally:
         keras.config.set_dtype_policy(policy)
     model.load_weights(weights)
@@ -251,7 +252,8 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
         tta_flip: average the image and its horizontal flip; None = as the run's config says.
 
     Returns:
-        ``{"auc", "images", "referable", "tta_flip", "which"}``.
+        ``{"auc", "auc_ci95", "images", "referable", "tta_flip", "which", "by_source"}``; ``by_source`` holds the
+        AUC and its bootstrap 95 % interval of each source of a mixed data set (empty otherwise).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -264,5 +266,9 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
             for f in ((False, True) if tta else (False,))]
     labels = images.labels[val]
     probs = predict_referable(model, seqs)
-    return {"auc": float(roc_auc_score(labels, probs)), "images": int(val.size), "referable": int(labels.sum()),
-            "tta_flip": bool(tta), "which": which}
+    from trainer.training.sources import auc_with_ci, per_source_auc
+
+    names = getattr(images, "source_names", None)
+    return {"auc": float(roc_auc_score(labels, probs)), "auc_ci95": auc_with_ci(labels, probs)["auc_ci95"],
+            "images": int(val.size), "referable": int(labels.sum()), "tta_flip": bool(tta), "which": which,
+            "by_source": per_source_auc(labels, probs, names[val] if names is not None else None)}

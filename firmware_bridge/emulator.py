@@ -199,8 +199,12 @@ class Emulator:
             self.cores.append(FirmwareCore(board, **self.firmware_kwargs))
 
     def hang(self) -> None:
-        """Freeze the firmware: the port stays open but nothing is read or answered (a silent microcontroller)."""
+        """Freeze the firmware: the port stays open but nothing is read or answered (a silent microcontroller).
+
+        Returns once a step already under way has finished, so nothing sent after this call is answered."""
         self._hung.set()
+        with self._lock:
+            pass
 
     def resume(self) -> None:
         """Unfreeze after ``hang()``; bytes sent meanwhile are read then, as from a real USB buffer."""
@@ -282,7 +286,7 @@ class Emulator:
             except (OSError, ValueError):  # closed by unplug() in between
                 continue
             with self._lock:
-                if master != self._master:
+                if master != self._master or self._hung.is_set():  # hung while select() waited
                     continue
                 self._step(master, bool(ready))
 

@@ -42,9 +42,15 @@ def _sha(path) -> str:
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
-def test_committed_bundles_are_signed_with_the_project_key(folder):
+def test_committed_bundles_are_signed_with_a_project_key(folder):
     check = verify_bundle(folder, PROJECT_KEYS)
-    assert check.trusted and check.key_id == PROJECT_KEYS[0].key_id
+    assert check.trusted and check.key_id in {k.key_id for k in PROJECT_KEYS}
+
+
+def test_the_default_bundle_is_signed_with_the_current_project_key():
+    # bundles made since the first key's private half was lost (docs/model_updates.md) carry the second key
+    check = verify_bundle(default_model_dir(), PROJECT_KEYS)
+    assert check.trusted and check.key_id == PROJECT_KEYS[-1].key_id
 
 
 def test_the_default_config_trusts_the_project_key_and_runs_the_signed_default():

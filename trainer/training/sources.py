@@ -25,7 +25,7 @@ from device.errors import ConfigError, ImageError
 from device.imageio import load_image
 from device.preprocess import preprocess
 from trainer.training.config import DataConfig, SourceConfig
-from trainer.training.input_pipeline import ImageSet
+from trainer.training.image_set import ImageSet
 
 
 @dataclass

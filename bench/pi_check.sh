@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The unit on a Raspberry Pi, emulated: a Debian 12 (bookworm) arm64 root built with debootstrap and run through
+# qemu-user-static, the unit installed there exactly as the README's Pi section says, then the unit's commands and
+# tests. Prints the versions installed and a pass/fail table; exits non-zero when any step failed.
+#
+#   sudo bench/pi_check.sh                       # everything (root needed: debootstrap, chroot, mounts)
+#   DR_PI_PYTEST_ARGS="tests/device/test_kiosk.py -x" sudo -E bench/pi_check.sh   # only some tests
+#
+# Environment:
+#   DR_PI_CACHE        where the arm64 root and pip's cache live (default /work/scratch/pi/cache; never the repo)
+#   DR_PI_MIRROR       the Debian mirror (default http://deb.debian.org/debian)
+#   DR_PI_PYTEST_ARGS  what pytest runs (default "tests/device tests/bridge")
+#   DR_PI_SKIP_INSTALL=1  reuse the clone and venv of the last run (for rerunning tests only; not a clean check)
+#   DR_TEST_TIME_SCALE how much longer the tests' own waits may be (default 4 here: qemu runs aarch64 code several
+#                      times slower than the CPU); it stretches timeouts only, never what a test asserts
+#
+# What it cannot check: a real camera (picamera2 is not in Debian: a stand-in stands for it in the tests), a
+# framebuffer, GPIO, the microcontroller, or Pi timings (qemu's are not). docs/unit.md, "Checked on aarch64".
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${DR_PI_CACHE:-/work/scratch/pi/cache}
+MIRROR=${DR_PI_MIRROR:-http://deb.debian.org/debian}
+PYTEST_ARGS=${DR_PI_PYTEST_ARGS:-tests/device tests/bridge}
+SCALE=${DR_TEST_TIME_SCALE:-4}
+ROOT=$CACHE/root
+PI_HOME=/home/pi
+UNIT=$PI_HOME/unit
+LOGS=$CACHE/logs
+# What the README's Pi section installs from apt (python3-picamera2 is not in Debian: its own dependencies that
+# matter to the venv, numpy 1.24 and Pillow 9.4, are installed in its place), plus what Raspberry Pi OS already has
+# (python3-venv, python3-pip, git) and what the tests need (the console's browser test: chromium, chromium-driver).
+APT_PACKAGES="python3 python3-venv python3-pip git ca-certificates python3-cryptography python3-packaging
+python3-numpy python3-pil chromium chromium-driver"
+
+die() { echo "pi_check: $*" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || die "needs root (debootstrap, chroot and mounts): run it with sudo."
+[[ "$CACHE" != "$REPO"* ]] || die "DR_PI_CACHE ($CACHE) is inside the repository: point it elsewhere."
+mkdir -p "$CACHE/pip" "$LOGS"
+START=$(date +%s)
+
+# --- host tools: debootstrap and qemu-user-static (with binfmt_misc so the kernel runs arm64 binaries) ---------
+if ! command -v debootstrap >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap qemu-user-static \
+        binfmt-support >/dev/null || die "could not install debootstrap and qemu-user-static with apt."
+fi
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null
+    update-binfmts --enable qemu-aarch64 2>/dev/null || true
+fi
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || die "the kernel cannot run arm64 binaries (binfmt_misc has no \
+qemu-aarch64 entry and registering one failed): run it on a machine or container that allows binfmt_misc."
+
+# --- the arm64 root, built once and cached ------------------------------------------------------------------------
+MOUNTED=()
+cleanup() {
+    local i
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount "${MOUNTED[i]}" 2>/dev/null || umount -l "${MOUNTED[i]}"; done
+    MOUNTED=()
+}
+trap cleanup EXIT
+mount_root() {  # $1: the root; what the unit and its tests use: /proc, /sys, /dev, ptys, shared memory, pip cache
+    local r=$1
+    mount -t proc proc "$r/proc" && MOUNTED+=("$r/proc")
+    mount -t sysfs sys "$r/sys" && MOUNTED+=("$r/sys")
+    mount --bind /dev "$r/dev" && MOUNTED+=("$r/dev")
+    mount --bind /dev/pts "$r/dev/pts" && MOUNTED+=("$r/dev/pts")
+    mount -t tmpfs -o mode=1777 shm "$r/dev/shm" && MOUNTED+=("$r/dev/shm")
+    cp -L /etc/resolv.conf "$r/etc/resolv.conf"
+}
+
+if [[ ! -e $ROOT/.dr-root-complete ]]; then
+    echo "== building the Debian 12 arm64 root in $ROOT (once; about 10 minutes)"
+    rm -rf "$ROOT.tmp"
+    t0=$(date +%s)
+    debootstrap --foreign --arch arm64 --variant=minbase bookworm "$ROOT.tmp" "$MIRROR" >"$LOGS/debootstrap.log" 2>&1 \
+        || die "debootstrap (first stage) failed: see $LOGS/debootstrap.log."
+    cp /usr/bin/qemu-aarch64-static "$ROOT.tmp/usr/bin/"  # for binfmt entries without the F flag
+    chroot "$ROOT.tmp" /debootstrap/debootstrap --second-stage >>"$LOGS/debootstrap.log" 2>&1 \
+        || die "debootstrap (second stage, under qemu) failed: see $LOGS/debootstrap.log."
+    echo "deb $MIRROR bookworm main" >"$ROOT.tmp/etc/apt/sources.list"
+    echo "deb $MIRROR bookworm-updates main" >>"$ROOT.tmp/etc/apt/sources.list"
+    echo "deb http://security.debian.org/debian-security bookworm-security main" >>"$ROOT.tmp/etc/apt/sources.list"
+    chroot "$ROOT.tmp" useradd --create-home --uid 1000 --shell /bin/bash pi
+    echo "   root built in $(($(date +%s) - t0)) s"
+    touch "$ROOT.tmp/.dr-root-complete"
+    mv "$ROOT.tmp" "$ROOT"
+fi
+mount_root "$ROOT"
+mkdir -p "$ROOT$PI_HOME/.cache/pip"
+mount --bind "$CACHE/pip" "$ROOT$PI_HOME/.cache/pip" && MOUNTED+=("$ROOT$PI_HOME/.cache/pip")
+chown 1000:1000 "$CACHE/pip"
+
+if [[ "$(cat "$ROOT/.dr-apt" 2>/dev/null)" != "$APT_PACKAGES" ]]; then
+    echo "== apt install (README's Pi section) in the arm64 root"
+    # shellcheck disable=SC2086
+    chroot "$ROOT" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends $(echo $APT_PACKAGES)" >"$LOGS/apt.log" 2>&1 || die "apt-get install in the root \
+failed: see $LOGS/apt.log."
+    echo "$APT_PACKAGES" >"$ROOT/.dr-apt"
+fi
+
+as_pi() {  # a login-like shell as the unit's user, in the clone; the scale for the tests' waits exported
+    chroot "$ROOT" /usr/sbin/runuser -u pi -- env -i HOME=$PI_HOME PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 DR_TEST_TIME_SCALE="$SCALE" bash -c "cd $UNIT && $1"
+}
+
+# --- steps: name, command (run as the user pi in the fresh clone); each timed, logged, and entered in the table ---
+NAMES=() RESULTS=() SECONDS_TAKEN=()
+step() {  # $1 name, $2 command
+    local t0 rc log
+    log="$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '_').log"
+    echo "== $1"
+    t0=$(date +%s)
+    as_pi "$2" >"$log" 2>&1
+    rc=$?
+    NAMES+=("$1") SECONDS_TAKEN+=($(($(date +%s) - t0)))
+    if [[ $rc == 0 ]]; then RESULTS+=("pass"); else RESULTS+=("FAIL (exit $rc)"); fi
+    tail -n 3 "$log" | sed 's/^/   /'
+    return $rc
+}
+
+if [[ ${DR_PI_SKIP_INSTALL:-0} != 1 ]]; then
+    echo "== fresh clone of $(git -C "$REPO" rev-parse --short HEAD) (committed work only)"
+    rm -rf "$ROOT$UNIT"
+    git clone -q --no-hardlinks "$REPO" "$ROOT$UNIT" || die "git clone of $REPO failed."
+    chown -R 1000:1000 "$ROOT$UNIT"
+    # README, "On the unit": the venv sees apt's packages; numpy<2 and OpenCV 4.11 pinned; then the test extras.
+    step "install: venv + pip (README)" \
+        "python3 -m venv --system-site-packages .venv && .venv/bin/pip install -q 'numpy<2' \
+'opencv-python-headless==4.11.*' -e '.[unit,serial]' && .venv/bin/pip install -q -e '.[unit,serial,dev]'" \
+        || { echo "pi_check: the install failed, nothing else can run: see $LOGS/." >&2; exit 1; }
+fi
+as_pi ".venv/bin/python - <<'EOF'
+import platform, sys
+import cv2, numpy
+print('machine  ', platform.machine(), '|', platform.platform())
+print('python   ', sys.version.split()[0])
+print('numpy    ', numpy.__version__, '(' + numpy.__file__.rsplit('/', 3)[-3] + ')')
+print('opencv   ', cv2.__version__)
+for mod in ('ai_edge_litert', 'tflite_runtime'):
+    try:
+        m = __import__(mod)
+        from importlib.metadata import version
+        name = {'ai_edge_litert': 'ai-edge-litert', 'tflite_runtime': 'tflite-runtime'}[mod]
+        print('%-9s' % mod.split('_')[0], name, version(name))
+    except ImportError as exc:
+        print('%-9s' % mod.split('_')[0], 'not installed:', exc)
+EOF" | tee "$LOGS/versions.txt"
+
+step "python -m device selftest" ".venv/bin/python -m device selftest"
+step "python -m device screen samples/ --json" ".venv/bin/python -m device screen samples/ --json"
+step "python -m device demo (README)" "rm -rf demo_output && .venv/bin/python -m device demo"
+step "pytest $PYTEST_ARGS" ".venv/bin/python -m pytest -q -p no:cacheprovider $PYTEST_ARGS"
+
+# --- the table ---------------------------------------------------------------------------------------------------
+echo
+echo "Debian 12 arm64 under qemu-user-static ($(qemu-aarch64-static --version | head -1 | sed 's/.*version //')), \
+clone of $(git -C "$REPO" rev-parse --short HEAD), $(($(date +%s) - START)) s in all:"
+echo
+echo "| step | result | seconds |"
+echo "|---|---|---|"
+failed=0
+for i in "${!NAMES[@]}"; do
+    echo "| ${NAMES[i]} | ${RESULTS[i]} | ${SECONDS_TAKEN[i]} |"
+    [[ ${RESULTS[i]} == pass ]] || failed=1
+done
+grep -hE '^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)' "$LOGS"/pytest_*.log 2>/dev/null | tail -1 \
+    | sed 's/^=* */pytest: /; s/ =*$//'
+echo "logs: $LOGS"
+exit $failed

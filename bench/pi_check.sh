@@ -100,6 +100,15 @@ failed: see $LOGS/apt.log."
     echo "$APT_PACKAGES" >"$ROOT/.dr-apt"
 fi
 
+# Certificate authorities this host adds to Debian's (a TLS-inspecting proxy on the way to PyPI, say): the root
+# trusts them too, or pip there cannot reach PyPI.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null \
+        && ! diff -rq /usr/local/share/ca-certificates "$ROOT/usr/local/share/ca-certificates" >/dev/null 2>&1; then
+    rm -rf "$ROOT/usr/local/share/ca-certificates"
+    cp -r /usr/local/share/ca-certificates "$ROOT/usr/local/share/"
+    chroot "$ROOT" update-ca-certificates >>"$LOGS/apt.log" 2>&1 || die "update-ca-certificates in the root failed."
+fi
+
 as_pi() {  # a login-like shell as the unit's user, in the clone; the scale for the tests' waits exported
     chroot "$ROOT" /usr/sbin/runuser -u pi -- env -i HOME=$PI_HOME PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
         PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 DR_TEST_TIME_SCALE="$SCALE" bash -c "cd $UNIT && $1"

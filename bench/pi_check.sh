@@ -7,7 +7,7 @@
 #   DR_PI_PYTEST_ARGS="tests/device/test_kiosk.py -x" sudo -E bench/pi_check.sh   # only some tests
 #
 # Environment:
-#   DR_PI_CACHE        where the arm64 root and pip's cache live (default /work/scratch/pi/cache; never the repo)
+#   DR_PI_CACHE        where the arm64 root and pip's cache live (default ~/.cache/dr-unit-pi; never the repo)
 #   DR_PI_CPU          cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5): the CPU qemu emulates
 #   DR_PI_MIRROR       the Debian mirror (default http://deb.debian.org/debian)
 #   DR_PI_PYTEST_ARGS  what pytest runs (default "-n <host cores> tests/device tests/bridge")
@@ -22,7 +22,7 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${DR_PI_CACHE:-/work/scratch/pi/cache}
+CACHE=${DR_PI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dr-unit-pi}
 MIRROR=${DR_PI_MIRROR:-http://deb.debian.org/debian}
 # One pytest worker per host core (pytest-xdist, in the dev extra): qemu-user runs each process on one core.
 PYTEST_ARGS=${DR_PI_PYTEST_ARGS:--n $(nproc) tests/device tests/bridge}

@@ -11,6 +11,7 @@
 #   DR_PI_CPU          cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5): the CPU qemu emulates
 #   DR_PI_MIRROR       the Debian mirror (default http://deb.debian.org/debian)
 #   DR_PI_PYTEST_ARGS  what pytest runs (default "-n <host cores> tests/device tests/bridge")
+#   DR_PI_DATA=0      do not mount ../shared/data (read-only) where the tests look for it; they then skip
 #   DR_PI_SKIP_INSTALL=1  reuse the clone and venv of the last run (for rerunning tests only; not a clean check)
 #   DR_PI_RUN="cmd"    only run cmd, as the unit's user in the last run's clone (e.g. ".venv/bin/python -m pytest
 #                      tests/device/test_kiosk.py -x"), with the mounts the checks have; no table
@@ -115,6 +116,15 @@ if [[ ! -e $ROOT/.dr-root-complete ]]; then
     mv "$ROOT.tmp" "$ROOT"
 fi
 mount_root "$ROOT"
+# The real data the tests read (../shared/data next to the clone), read-only, when this machine has it; the tests
+# that need it skip cleanly otherwise. DR_PI_DATA=0 leaves it out.
+DATA=$(cd "$REPO/.." && pwd)/shared/data
+if [[ ${DR_PI_DATA:-1} == 1 && -d $DATA ]]; then
+    mkdir -p "$ROOT$PI_HOME/shared/data"
+    mount --bind "$DATA" "$ROOT$PI_HOME/shared/data" && MOUNTED+=("$ROOT$PI_HOME/shared/data")
+    mount -o remount,bind,ro "$ROOT$PI_HOME/shared/data" \
+        || echo "pi_check: could not make the data mount read-only; going on (the tests only read it)." >&2
+fi
 mkdir -p "$ROOT$PI_HOME/.cache/pip"
 mount --bind "$CACHE/pip" "$ROOT$PI_HOME/.cache/pip" && MOUNTED+=("$ROOT$PI_HOME/.cache/pip")
 chown 1000:1000 "$CACHE/pip"
@@ -148,7 +158,8 @@ if [[ -n ${DR_PI_RUN:-} ]]; then  # one command in the last run's clone, for cha
 fi
 
 # --- steps: name, command (run as the user pi in the fresh clone); each timed, logged, and entered in the table ---
-NAMES=() RESULTS=() SECONDS_TAKEN=()
+NAMES=() RESULTS=() SECONDS_TAKEN=() STEP_LOG=
+rm -f "$LOGS"/python_*.log "$LOGS"/pytest_*.log "$LOGS"/install_*.log  # only this run's steps in the logs
 step() {  # $1 name, $2 command
     local t0 rc log
     log="$LOGS/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '_').log"
@@ -156,7 +167,7 @@ step() {  # $1 name, $2 command
     t0=$(date +%s)
     as_pi "$2" >"$log" 2>&1
     rc=$?
-    NAMES+=("$1") SECONDS_TAKEN+=($(($(date +%s) - t0)))
+    NAMES+=("$1") SECONDS_TAKEN+=($(($(date +%s) - t0))) STEP_LOG=$log
     if [[ $rc == 0 ]]; then RESULTS+=("pass"); else RESULTS+=("FAIL (exit $rc)"); fi
     tail -n 3 "$log" | sed 's/^/   /'
     return $rc
@@ -194,6 +205,7 @@ step "python -m device selftest" ".venv/bin/python -m device selftest"
 step "python -m device screen samples/ --json" ".venv/bin/python -m device screen samples/ --json"
 step "python -m device demo (README)" "rm -rf demo_output && .venv/bin/python -m device demo"
 step "pytest $PYTEST_ARGS" ".venv/bin/python -m pytest -q -p no:cacheprovider $PYTEST_ARGS"
+PYTEST_LOG=$STEP_LOG
 
 # --- the table ---------------------------------------------------------------------------------------------------
 echo
@@ -207,7 +219,7 @@ for i in "${!NAMES[@]}"; do
     echo "| ${NAMES[i]} | ${RESULTS[i]} | ${SECONDS_TAKEN[i]} |"
     [[ ${RESULTS[i]} == pass ]] || failed=1
 done
-grep -hE '^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)' "$LOGS"/pytest_*.log 2>/dev/null | tail -1 \
+grep -hE '^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)' "$PYTEST_LOG" 2>/dev/null | tail -1 \
     | sed 's/^=* */pytest: /; s/ =*$//'
 echo "logs: $LOGS"
 exit $failed

@@ -99,7 +99,7 @@ mount_root() {  # $1: the root; what the unit and its tests use: /proc, /sys, /d
 }
 
 if [[ ! -e $ROOT/.dr-root-complete ]]; then
-    echo "== building the Debian 12 arm64 root in $ROOT (once; about 10 minutes)"
+    echo "== building the Debian 12 arm64 root in $ROOT (once; minutes)"
     rm -rf "$ROOT.tmp"
     t0=$(date +%s)
     debootstrap --foreign --arch arm64 --variant=minbase bookworm "$ROOT.tmp" "$MIRROR" >"$LOGS/debootstrap.log" 2>&1 \

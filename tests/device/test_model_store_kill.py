@@ -64,7 +64,8 @@ folder = "{tmp_path / 'records'}"
     lo, hi = max(0.0, begin - 0.2), end + 0.1
     delays = [lo + (hi - lo) * (i + rng.uniform()) / RUNS for i in range(RUNS)]
     outcomes = []
-    for i, delay in enumerate(delays):
+
+    def kill_one(i: int, delay: float) -> None:
         bundle = signed_copy(STORE_TEST_BUNDLE, src, test_key, new_id=f"model-k{i}")
         before = read_active(cfg.model.store).active
         proc = _install(bundle, config)
@@ -82,6 +83,16 @@ folder = "{tmp_path / 'records'}"
         if installed.exists():  # renamed into place: complete and verifiable even if never activated
             open_checked_bundle(installed, cfg.model)
         outcomes.append((round(delay, 2), code, "new" if pointer.active != before else "old", len(stale)))
+
+    for i, delay in enumerate(delays):
+        kill_one(i, delay)
+    # The window was measured on one warm run; on a loaded machine later installs run slower or faster. Until kills
+    # have landed on both sides of the switch, widen it: later kills if none came after, earlier if none before.
+    for extra in range(1, RUNS + 1):
+        seen = {o[2] for o in outcomes}
+        if seen == {"old", "new"}:
+            break
+        kill_one(RUNS + extra, hi * 1.5**extra if "new" not in seen else lo * 0.5**extra)
     print("\nSIGKILL during install (delay s, exit code, active model afterwards, stale staging folders swept):")
     for row in outcomes:
         print("  ", row)

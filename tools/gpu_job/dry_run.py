@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -27,20 +28,27 @@ from jobtool import WEIGHTS, JobError, unpack
 
 REPO = Path(__file__).resolve().parents[2]
 HIDDEN = ("tensorflow", "tensorboard", "tf_keras")
-BLOCKER = f'''"""Dry run of the GPU job: TensorFlow is not on the GPU machine, so it is not importable here either."""
+BLOCKER = f'''"""Dry run of the GPU job: the GPU machine has no TensorFlow, so here it is not installed either: every
+import finder answers "not found" for it (find_spec -> None, import -> ModuleNotFoundError), whatever sys.path holds."""
 import sys
 
 _HIDDEN = {HIDDEN!r}
 
 
 class _HideTensorFlow:
+    def __init__(self, inner):
+        self._inner = inner
+
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in _HIDDEN:
-            raise ImportError(f"{{name}} is hidden: the GPU machine has no TensorFlow (tools/gpu_job/dry_run.py)")
-        return None
+            return None
+        return self._inner.find_spec(name, path, target)
+
+    def __getattr__(self, attr):
+        return getattr(self._inner, attr)
 
 
-sys.meta_path.insert(0, _HideTensorFlow())
+sys.meta_path[:] = [_HideTensorFlow(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
 '''
 TINY_BENCH = "--sizes 64 --width 0.0625 --batch 4 --steps 2 --warmup 1 --rounds 1 --workers 1"
 TINY_TRAIN = ("--preset tiny --set name=dry_run --set input_size=64 --set epochs=2 --set batch_size=8 "
@@ -84,11 +92,16 @@ def make_gpu_like_python(base: Path) -> Path:
     probe = ("import importlib.util as u, jax\n"
              "extra = [m for m in ('keras', 'pydantic', 'cv2', 'sklearn', 'matplotlib') if u.find_spec(m)]\n"
              "assert not extra, f'the GPU-like interpreter already has {extra}'\n"
-             "try:\n    import tensorflow\nexcept ImportError:\n    pass\n"
+             "import sys\n"
+             "sys.path.extend(sys.argv[1:])  # where this machine's TensorFlow lives: hidden all the same\n"
+             "assert u.find_spec('tensorflow') is None\n"
+             "try:\n    import tensorflow\nexcept ModuleNotFoundError:\n    pass\n"
              "else:\n    raise SystemExit('tensorflow is importable')\n"
              "print('GPU-like interpreter: jax', jax.__version__, 'no keras/pydantic/cv2/sklearn/matplotlib, '\n"
              "      'tensorflow hidden')\n")
-    subprocess.run([str(python), "-c", probe], check=True)
+    tf = importlib.util.find_spec("tensorflow")
+    tf_dirs = [str(Path(tf.origin).parents[1])] if tf and tf.origin else []
+    subprocess.run([str(python), "-c", probe, *tf_dirs], check=True)
     return python
 
 

@@ -73,6 +73,9 @@ STRIP = (
     re.compile(r"\.dist-info/RECORD$"),
 )
 STRIP_VERSION = 1
+# Distributions whose pure-Python wheel replaces the compiled one (same code, no speed-ups the trainer needs):
+# fontTools is only imported by matplotlib's PDF/PS backends; its compiled wheel is 24 MiB unpacked, the pure one 5.
+PREFER_PURE = ("fonttools",)
 QUALITIES = (90, 85, 80, 75, 70, 65, 60, 55, 50)
 RESERVE = 256 * 1024  # STAGE.json and slack
 
@@ -129,7 +132,28 @@ def download_wheels(python: str, present: set[str], cache: Path, pip_python: str
     wheels = sorted({Path(p).resolve() for p in found})
     if not wheels:
         raise JobError(f"pip download for Python {python} named no wheels; run it by hand to see why: {' '.join(cmd)}")
-    return [w for w in wheels if normalise(parse_wheel_name(w.name)["name"]) not in present]
+    out = []
+    for wheel in wheels:
+        tags = parse_wheel_name(wheel.name)
+        name = normalise(tags["name"])
+        if name in present:
+            continue
+        if name in PREFER_PURE and tags["abi"] != "none":
+            wheel = pure_wheel(tags["name"], tags["version"], python, cache, pip_python)
+        out.append(wheel)
+    return out
+
+
+def pure_wheel(name: str, version: str, python: str, cache: Path, pip_python: str) -> Path:
+    dest = cache / "downloads" / "pure"
+    cmd = [pip_python, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
+           "--python-version", python, "--implementation", "py", "--abi", "none", "--platform", "any", "-d", str(dest),
+           f"{name}=={version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    found = re.findall(r"(?:Saved|File was already downloaded) (\S+\.whl)", result.stdout)
+    if result.returncode or not found:
+        raise JobError(f"pip found no pure-Python wheel of {name} {version}; drop it from PREFER_PURE in {__file__}.")
+    return Path(found[0]).resolve()
 
 
 def read_wheel(path: Path) -> tuple[list[tuple[str, bytes, bool]], list[str]]:

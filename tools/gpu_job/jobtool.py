@@ -321,8 +321,12 @@ def pack(work: Path, out: Path, run_name: str = "run", part_bytes: int = PART_BY
     return written
 
 
-def unpack(files: Path, run_dir: Path) -> Path:
+def unpack(files: Path, run_dir: Path, data_path: str | None = None) -> Path:
     """Check MANIFEST.sha256, join the weight parts and lay the run folder out at ``run_dir`` (here, after the call).
+
+    ``data_path``: the local copy of the data the job trained on (e.g. ../shared/data/eyepacs_256); it replaces the
+    GPU machine's path in config.json, so ``validate`` and ``export --data run`` work here (the old path is kept in
+    gpu_job/relocated.json). The split is made from labels and seed, so it is the same when every image was staged.
 
     Raises:
         JobError: a file is missing or its sha256 differs.
@@ -368,6 +372,13 @@ def unpack(files: Path, run_dir: Path) -> Path:
         if file_sha256(joined) != expected[WEIGHTS]:
             raise JobError(f"The joined {WEIGHTS} does not match its sha256; fetch the call's files again.")
     staging.rename(target / "gpu_job")  # smoke run, bench table, versions, logs, STAGE.json, DATA.json
+    config = target / "config.json"
+    if data_path and config.is_file():
+        cfg = json.loads(config.read_text())
+        (target / "gpu_job" / "relocated.json").write_text(json.dumps({"data.path on the GPU machine": cfg["data"][
+            "path"], "data.path here": data_path}, indent=1) + "\n")
+        cfg["data"]["path"] = data_path
+        config.write_text(json.dumps(cfg, indent=2) + "\n")
     if run_dir.exists():
         run_dir.rmdir()
     target.rename(run_dir)
@@ -394,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unpack")
     p.add_argument("files", type=Path)
     p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--data-path", help="local copy of the training data: replaces the GPU machine's in config.json")
     args = parser.parse_args(argv)
     try:
         if args.command == "install":
@@ -411,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pack":
             pack(args.work, args.out, part_bytes=int(args.part_mib * 2**20))
         elif args.command == "unpack":
-            unpack(args.files, args.run_dir)
+            unpack(args.files, args.run_dir, args.data_path)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -7,7 +7,8 @@
 # timestamped: python -V and the machine; offline install of the staged wheels for this Python into $JOB_WORK/site
 # (pip --no-index --no-deps --target, on PYTHONPATH: the machine's own JAX stays in use); versions; KERAS_BACKEND=jax;
 # a tiny smoke train on synthetic photographs; the throughput bench at 512 px; a training run on the staged data
-# sized to the wall-clock time left; results packed into $OUT (files < 16 MiB, MANIFEST.sha256). Then, here:
+# sized to the wall-clock time left; results packed into $OUT (files < 16 MiB, MANIFEST.sha256). A folder staged
+# with --job bench runs a smoke bench and the bench at 256 and 512 px instead, with all the time. Then, here:
 #   python tools/gpu_job/jobtool.py unpack <files_at> --run-dir runs/<name>
 #
 # Environment (all optional): JOB_SECONDS whole-job wall-clock budget (default 540; the call allows 600),
@@ -21,7 +22,6 @@ PY=${PYTHON:-python3}
 W=${JOB_WORK:-/tmp/gpu_job}
 KEEP=${PACK_SECONDS:-40}
 CORES=$(nproc)
-BENCH_ARGS=${BENCH_ARGS:---sizes 512 --width 1.0 --batch 64 --steps 20 --warmup 2 --rounds 1 --workers $CORES}
 TRAIN_ARGS=${TRAIN_ARGS:---preset paper --set name=gpu_paper_s256 --set input_size=256 --set data.workers=$CORES}
 T0=$SECONDS
 mkdir -p "$OUT" && rm -rf "$W" && mkdir -p "$W" || { echo "cannot create $OUT and $W"; exit 2; }
@@ -41,6 +41,12 @@ step "machine"
 echo "cores: $CORES  host: $(uname -srm)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
 [ -f "$STAGE/STAGE.json" ] || { echo "error: $STAGE holds no STAGE.json; run tools/gpu_job/stage.py --out $STAGE first"; exit 2; }
+JOB=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1])).get('job', 'train'))" "$STAGE/STAGE.json")
+# train: the bench at 512 px in a third of the time left, then training; bench: the bench alone, at 256 and 512 px.
+if [ "$JOB" = bench ]; then SIZES="256 512"; else SIZES=512; fi
+BENCH_ARGS=${BENCH_ARGS:---sizes $SIZES --width 1.0 --batch 64 --steps 20 --warmup 2 --rounds 1 --workers $CORES}
+echo "job: $JOB (staged at commit $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['commit'])" \
+    "$STAGE/STAGE.json"))"
 
 step "offline install of the staged wheels"
 "$PY" tools/gpu_job/jobtool.py install "$STAGE" --work "$W" || { echo "install failed: see the sentence above"; exit 2; }
@@ -49,20 +55,30 @@ export PYTHONPATH="$W/site${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax PYTHONU
 step "versions"
 "$PY" tools/gpu_job/jobtool.py versions --out "$W/versions.json"
 
-step "smoke train (tiny preset, synthetic photographs)"
-if ! { "$PY" -m trainer synth --kaggle "$W/synth" -n 8 --size 224 &&
-       timeout 300 "$PY" -m trainer train --preset tiny --set "data.path=$W/synth" --run-dir "$W/smoke"; }; then
-    echo "error: the smoke run failed (above); no bench or training"
-    pack; exit 3
+if [ "$JOB" = train ]; then
+    step "smoke train (tiny preset, synthetic photographs)"
+    if ! { "$PY" -m trainer synth --kaggle "$W/synth" -n 8 --size 224 &&
+           timeout 300 "$PY" -m trainer train --preset tiny --set "data.path=$W/synth" --run-dir "$W/smoke"; }; then
+        echo "error: the smoke run failed (above); no bench or training"
+        pack; exit 3
+    fi
+    BENCH_S=$(( $(left) / 3 ))
+else
+    step "smoke bench (tiny network, 64 px)"
+    if ! timeout 300 "$PY" bench/bench_train.py --sizes 64 --width 0.0625 --batch 4 --steps 2 --warmup 1 --rounds 1 \
+            --workers 1; then
+        echo "error: the smoke bench failed (above); no bench"
+        pack; exit 3
+    fi
+    BENCH_S=$(( $(left) - KEEP ))
 fi
 
-step "throughput bench: bench/bench_train.py $BENCH_ARGS"
-BENCH_S=$(( $(left) / 3 ))
+step "throughput bench: bench/bench_train.py $BENCH_ARGS (at most $BENCH_S s)"
 # shellcheck disable=SC2086
 timeout -k 10 "$BENCH_S" "$PY" bench/bench_train.py $BENCH_ARGS 2>&1 | tee "$W/bench.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || echo "bench stopped (exit ${PIPESTATUS[0]}; limit $BENCH_S s); training goes on"
+[ "${PIPESTATUS[0]}" = 0 ] || echo "bench stopped (exit ${PIPESTATUS[0]}; limit $BENCH_S s); the job goes on"
 
-if [ -f "$STAGE/data.tar" ]; then
+if [ "$JOB" = train ] && [ -f "$STAGE/data.tar" ]; then
     step "data"
     "$PY" tools/gpu_job/jobtool.py data "$STAGE" "$W/data" && cp "$W/data/DATA.json" "$W/"
     TRAIN_S=$(( $(left) - KEEP ))
@@ -76,7 +92,7 @@ if [ -f "$STAGE/data.tar" ]; then
     else
         echo "only $TRAIN_S s left before packing: no training run"
     fi
-else
-    echo "no data.tar staged: no training run"
+elif [ "$JOB" = train ]; then
+    echo "no training run: no data.tar staged"
 fi
 pack

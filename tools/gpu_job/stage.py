@@ -49,18 +49,24 @@ from jobtool import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# What `python -m trainer train`, `synth` and bench/bench_train.py import beyond JAX, with pyproject.toml's ranges
-# (tests/tools/test_gpu_job.py keeps them in step). OpenCV 4.11: 50 MB against 58 MB for 5.x, no NumPy-2-only pin.
-REQUIREMENTS = (
+# What the job imports beyond JAX, with pyproject.toml's ranges (tests/tools/test_gpu_job.py keeps them in step).
+# `bench`: bench/bench_train.py (Keras, the input pipeline: pydantic config, OpenCV, Pillow). `train` adds what
+# `python -m trainer train` and `synth` import at epoch ends and for the smoke run: scikit-learn (validation AUC),
+# matplotlib (curves.png, roc.png), tqdm, click. OpenCV 4.11: 50 MB against 58 MB for 5.x, no NumPy-2-only pin.
+REQUIREMENTS_BENCH = (
     "keras>=3.10,<4",
     "pydantic>=2.6,<3",
     "opencv-python-headless==4.11.0.86",
     "pillow>=10,<14",
+)
+REQUIREMENTS = (
+    *REQUIREMENTS_BENCH,
     "click>=8.1,<9",
     "scikit-learn>=1.4,<2",
     "matplotlib>=3.8,<4",
     "tqdm>=4.66,<5",
 )
+JOBS = {"train": REQUIREMENTS, "bench": REQUIREMENTS_BENCH}
 # On the GPU machine already: JAX and what JAX itself needs (never staged; `install` checks they are there).
 DEFAULT_PRESENT = ("jax", "jaxlib", "numpy", "scipy", "ml-dtypes", "opt-einsum")
 # Files inside wheels that training never opens: test suites, type stubs, OpenCV's face-detector cascades,
@@ -116,14 +122,15 @@ def travelling_bytes(checkout: Path, exclude: Path | None = None) -> tuple[int, 
 # ---------------------------------------------------------------------------------------------- wheels
 
 
-def download_wheels(python: str, present: set[str], cache: Path, pip_python: str) -> list[Path]:
+def download_wheels(python: str, present: set[str], cache: Path, pip_python: str,
+                    requirements: tuple[str, ...] = REQUIREMENTS) -> list[Path]:
     """``pip download`` the requirements and their dependencies for CPython ``python`` on manylinux2014 x86-64;
     returns the wheels not in ``present``."""
     dest = cache / "downloads" / f"cp{python.replace('.', '')}"
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [pip_python, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
            "--python-version", python, "--implementation", "cp", "--platform", "manylinux2014_x86_64",
-           "-d", str(dest), *REQUIREMENTS]
+           "-d", str(dest), *requirements]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode:
         raise JobError(f"pip download for Python {python} failed (offline, or no wheel for it): "
@@ -286,7 +293,7 @@ def stage_data(source: Path, out: Path, budget: int, n: int | None, seed: int, q
 def stage(out: Path, pythons: list[str], present_extra: list[str], data: Path | None, images: int | None,
           seed: int = 0, quality: str = "auto", min_quality: int = 60, limit_mib: float = 64.0,
           checkout: Path = REPO, cache: Path | None = None, fast: bool = False,
-          pip_python: str = sys.executable) -> dict:
+          pip_python: str = sys.executable, job: str = "train") -> dict:
     """Stage the job into ``out`` and return STAGE.json's content; raises JobError when over the limit."""
     started = time.monotonic()
     cache = cache or default_cache()
@@ -301,7 +308,7 @@ def stage(out: Path, pythons: list[str], present_extra: list[str], data: Path | 
     present = sorted({normalise(p) for p in (*DEFAULT_PRESENT, *present_extra) if p})
     wheels: list[Path] = []
     for python in pythons:
-        wheels += download_wheels(python, set(present), cache, pip_python)
+        wheels += download_wheels(python, set(present), cache, pip_python, JOBS[job])
     wheels = sorted(set(wheels))
     wheel_info = stage_wheels(wheels, out, cache, fast)
     used = checkout_bytes + wheel_info["bytes"] + RESERVE
@@ -314,11 +321,11 @@ def stage(out: Path, pythons: list[str], present_extra: list[str], data: Path | 
                        f"{limit_mib:g} MiB a device call carries; stage fewer Python versions or name packages the GPU "
                        f"machine already has (--present).")
     data_info = None
-    if data is not None:
+    if data is not None and job == "train":
         data_info = stage_data(data, out, limit - used, images, seed, quality, min_quality)
     meta = {
         "commit": commit, "dirty": dirty, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pythons": pythons, "present": present, "requirements": list(REQUIREMENTS), "wheels": wheel_info,
+        "job": job, "pythons": pythons, "present": present, "requirements": list(JOBS[job]), "wheels": wheel_info,
         "data": data_info, "checkout": {"path": str(checkout.resolve()), "bytes": checkout_bytes,
                                         "files": checkout_files},
         "limit_bytes": limit, "fast_compression": fast,
@@ -343,6 +350,9 @@ def stage(out: Path, pythons: list[str], present_extra: list[str], data: Path | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Stage the GPU job (wheels, data, size check) into one folder.")
     parser.add_argument("--out", type=Path, required=True, help="staged folder (.gpu in the checkout is git-ignored)")
+    parser.add_argument("--job", choices=sorted(JOBS), default="train",
+                        help="train: smoke run, bench, training (all wheels + data); bench: the throughput bench only "
+                             "(Keras, pydantic, OpenCV, Pillow; no data)")
     parser.add_argument("--python", default="3.11",
                         help="CPython versions of the GPU machine to stage wheels for, comma-separated")
     parser.add_argument("--present", default="", help="more distributions the GPU machine already has, comma-separated")
@@ -361,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stage(args.out, [p.strip() for p in args.python.split(",") if p.strip()],
               [p.strip() for p in args.present.split(",")], None if args.no_data else args.data, args.images,
-              args.seed, args.jpeg_quality, args.min_quality, args.limit_mib, args.checkout, args.cache, args.fast)
+              args.seed, args.jpeg_quality, args.min_quality, args.limit_mib, args.checkout, args.cache, args.fast,
+              job=args.job)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -92,7 +92,12 @@ def test_strip_rules_drop_tests_stubs_and_cascades_only():
     assert stage.stripped("matplotlib/mpl-data/sample_data/grace_hopper.jpg")
     assert not stage.stripped("sklearn/metrics/_ranking.py")
     assert not stage.stripped("sklearn/utils/_testing.py")
+    assert stage.stripped("matplotlib/mpl-data/fonts/ttf/STIXGeneral.ttf")
+    assert stage.stripped("matplotlib/mpl-data/fonts/ttf/cmr10.ttf")
+    assert stage.stripped("pillow.libs/libavif-0b1c2ae7.so.16.4.1")
     assert not stage.stripped("matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf")
+    assert not stage.stripped("matplotlib/mpl-data/fonts/ttf/DejaVuSans-Bold.ttf")
+    assert not stage.stripped("PIL/_imaging.cpython-311-x86_64-linux-gnu.so")
     assert not stage.stripped("keras/src/testing/test_case.py")
 
 

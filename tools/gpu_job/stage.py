@@ -70,15 +70,21 @@ JOBS = {"train": REQUIREMENTS, "bench": REQUIREMENTS_BENCH}
 # On the GPU machine already: JAX and what JAX itself needs (never staged; `install` checks they are there).
 DEFAULT_PRESENT = ("jax", "jaxlib", "numpy", "scipy", "ml-dtypes", "opt-einsum")
 # Files inside wheels that training never opens: test suites, type stubs, OpenCV's face-detector cascades,
-# matplotlib's sample data. Bump STRIP_VERSION when this changes (it keys the compressed-container cache).
+# matplotlib's sample data and the fonts its Agg PNGs never use (serif, mono, STIX, Computer Modern, PDF/PS metrics:
+# the plots use DejaVu Sans), scikit-learn's bundled toy data sets, Pillow's AVIF codec (an optional plugin whose
+# import Pillow guards). Bump STRIP_VERSION when this changes (it keys the compressed-container cache).
 STRIP = (
     re.compile(r"(^|/)tests?/"),
     re.compile(r"\.pyi$"),
     re.compile(r"^cv2/data/"),
     re.compile(r"^matplotlib/mpl-data/sample_data/"),
+    re.compile(r"^matplotlib/mpl-data/fonts/(afm|pdfcorefonts)/"),
+    re.compile(r"^matplotlib/mpl-data/fonts/ttf/(DejaVuSerif|DejaVuSansMono|STIX|cm[a-z]+\d*\.ttf)"),
+    re.compile(r"^sklearn/datasets/(data|descr|images)/"),
+    re.compile(r"^PIL/_avif\.|^pillow\.libs/libavif-"),
     re.compile(r"\.dist-info/RECORD$"),
 )
-STRIP_VERSION = 1
+STRIP_VERSION = 2
 # Distributions whose pure-Python wheel replaces the compiled one (same code, no speed-ups the trainer needs):
 # fontTools is only imported by matplotlib's PDF/PS backends; its compiled wheel is 24 MiB unpacked, the pure one 5.
 PREFER_PURE = ("fonttools",)

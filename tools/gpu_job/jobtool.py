@@ -102,9 +102,12 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------- staged wheels
 
 
-def write_wheel_container(path: Path, wheels: dict[str, list[tuple[str, bytes, bool]]], stripped: dict[str, list[str]],
-                          fast: bool = False) -> None:
+def write_wheel_container(path: Path, wheels: dict[str, list[tuple[str, bytes, bool]]], stripped: dict[str, int],
+                          fast: bool = False, sets: dict[str, list[str]] | None = None) -> None:
     """Write unpacked wheels as one xz tar: ``index.json`` + every distinct file once (``blobs/<sha256>``).
+
+    ``sets``: for each Python version ("3.11"), the wheels pip resolved for it (default: all wheels, one set per
+    version decided by tags at install time).
 
     Blobs are ordered by their path inside the wheel, so the builds of one file for several Python versions lie next
     to each other and xz finds what they share. RECORD files are left out (rebuilt on install).
@@ -121,7 +124,7 @@ def write_wheel_container(path: Path, wheels: dict[str, list[tuple[str, bytes, b
                 blobs[sha] = (key, data)
         index[wheel] = rows
     order = sorted(blobs, key=lambda sha: blobs[sha][0])
-    raw = json.dumps({"format": 1, "wheels": index, "stripped": stripped}, sort_keys=True).encode()
+    raw = json.dumps({"format": 1, "wheels": index, "stripped": stripped, "sets": sets}, sort_keys=True).encode()
     filters = XZ_FILTERS_FAST if fast else XZ_FILTERS
     tmp = path.with_name(path.name + ".tmp")
     with lzma.open(tmp, "wb", format=lzma.FORMAT_XZ, filters=filters) as xz, tarfile.open(fileobj=xz, mode="w") as tar:
@@ -155,21 +158,27 @@ def rebuild_wheels(container: Path, dest: Path, version: tuple[int, int] | None 
         JobError: a staged distribution has no wheel for this Python, or two.
     """
     version = version or sys.version_info[:2]
-    index = read_wheel_index(container)["wheels"]
+    meta = read_wheel_index(container)
+    index, sets = meta["wheels"], meta.get("sets")
+    own = f"{version[0]}.{version[1]}"
+    if sets:
+        if own not in sets:
+            raise JobError(f"The wheels were staged for Python {', '.join(sorted(sets))}, not {own}, which this "
+                           f"machine runs; run tools/gpu_job/stage.py --python {own} and send the job again.")
+        candidates_of = sets[own]
+    else:
+        candidates_of = list(index)
     by_dist: dict[str, list[str]] = {}
-    for wheel in index:
+    for wheel in candidates_of:
         by_dist.setdefault(normalise(parse_wheel_name(wheel)["name"]), []).append(wheel)
     chosen = {}
-    staged_for = sorted({t for w in index for t in re.findall(r"cp3\d+", parse_wheel_name(w)["py"])
-                         if parse_wheel_name(w)["abi"] != "abi3"})
     for dist, candidates in sorted(by_dist.items()):
         fits = [w for w in candidates if wheel_fits(w, version)]
         if not fits:
-            raise JobError(f"No staged wheel of {dist} fits Python {version[0]}.{version[1]} (the wheels were staged "
-                           f"for {', '.join(staged_for) or 'other versions'}); run tools/gpu_job/stage.py --python "
-                           f"{version[0]}.{version[1]} and send the job again.")
+            raise JobError(f"No staged wheel of {dist} fits Python {own}; run tools/gpu_job/stage.py --python {own} "
+                           f"and send the job again.")
         if len(fits) > 1:
-            raise JobError(f"Two staged wheels of {dist} fit this Python ({', '.join(fits)}); stage again.")
+            raise JobError(f"Two staged wheels of {dist} fit Python {own} ({', '.join(fits)}); stage again.")
         chosen[fits[0]] = index[fits[0]]
     needed = {sha for rows in chosen.values() for _, sha, _ in rows}
     blobs: dict[str, bytes] = {}

@@ -88,6 +88,7 @@ STRIP_VERSION = 2
 # Distributions whose pure-Python wheel replaces the compiled one (same code, no speed-ups the trainer needs):
 # fontTools is only imported by matplotlib's PDF/PS backends; its compiled wheel is 24 MiB unpacked, the pure one 5.
 PREFER_PURE = ("fonttools",)
+MIN_PYTHON = (3, 11)
 QUALITIES = (90, 85, 80, 75, 70, 65, 60, 55, 50)
 RESERVE = 256 * 1024  # STAGE.json and slack
 
@@ -182,8 +183,10 @@ def read_wheel(path: Path) -> tuple[list[tuple[str, bytes, bool]], list[str]]:
     return kept, dropped
 
 
-def stage_wheels(wheels: list[Path], out: Path, cache: Path, fast: bool) -> dict:
-    key = hashlib.sha256(json.dumps([STRIP_VERSION, fast, sorted((w.name, file_sha256(w)) for w in wheels)])
+def stage_wheels(sets: dict[str, list[Path]], out: Path, cache: Path, fast: bool) -> dict:
+    wheels = sorted({w for ws in sets.values() for w in ws})
+    names = {python: sorted(w.name for w in ws) for python, ws in sets.items()}
+    key = hashlib.sha256(json.dumps([STRIP_VERSION, fast, names, sorted((w.name, file_sha256(w)) for w in wheels)])
                          .encode()).hexdigest()[:20]
     cached = cache / "containers" / f"{key}.tar.xz"
     started = time.monotonic()
@@ -196,11 +199,11 @@ def stage_wheels(wheels: list[Path], out: Path, cache: Path, fast: bool) -> dict
         stripped_bytes = sum(len(d) for rows in contents.values() for _, d, _ in rows)
         print(f"compressing {len(wheels)} wheels ({stripped_bytes / 2**20:.0f} MiB unpacked) with xz "
               f"{'fast' if fast else '-9e + x86 filter (a few minutes)'} ...", flush=True)
-        write_wheel_container(cached, contents, {w: len(d) for w, d in dropped.items()}, fast=fast)
+        write_wheel_container(cached, contents, {w: len(d) for w, d in dropped.items()}, fast=fast, sets=names)
     shutil.copyfile(cached, out / WHEELS)
     return {"file": WHEELS, "bytes": (out / WHEELS).stat().st_size, "zip_bytes": sum(w.stat().st_size for w in wheels),
             "cache": str(cached), "seconds": round(time.monotonic() - started, 1),
-            "wheels": sorted(w.name for w in wheels)}
+            "wheels": sorted(w.name for w in wheels), "sets": names}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -312,11 +315,13 @@ def stage(out: Path, pythons: list[str], present_extra: list[str], data: Path | 
     dirty = bool(git(["status", "--porcelain", "--untracked-files=no"], REPO).strip())
     checkout_bytes, checkout_files = travelling_bytes(checkout.resolve(), exclude=out)
     present = sorted({normalise(p) for p in (*DEFAULT_PRESENT, *present_extra) if p})
-    wheels: list[Path] = []
-    for python in pythons:
-        wheels += download_wheels(python, set(present), cache, pip_python, JOBS[job])
-    wheels = sorted(set(wheels))
-    wheel_info = stage_wheels(wheels, out, cache, fast)
+    too_old = [p for p in pythons if tuple(int(x) for x in p.split(".")[:2]) < MIN_PYTHON]
+    if too_old or not pythons:
+        raise JobError(f"The project needs Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (pyproject.toml requires-python), "
+                       f"so staging for {', '.join(too_old) or 'no version'} cannot work; give --python 3.11 or later.")
+    sets = {python: download_wheels(python, set(present), cache, pip_python, JOBS[job]) for python in pythons}
+    wheels = sorted({w for ws in sets.values() for w in ws})
+    wheel_info = stage_wheels(sets, out, cache, fast)
     used = checkout_bytes + wheel_info["bytes"] + RESERVE
     print(f"checkout that travels: {checkout_bytes / 2**20:.1f} MiB ({checkout_files} files); wheels for Python "
           f"{', '.join(pythons)}: {wheel_info['bytes'] / 2**20:.1f} MiB ({len(wheels)} wheels, "
@@ -359,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", choices=sorted(JOBS), default="train",
                         help="train: smoke run, bench, training (all wheels + data); bench: the throughput bench only "
                              "(Keras, pydantic, OpenCV, Pillow; no data)")
-    parser.add_argument("--python", default="3.11",
-                        help="CPython versions of the GPU machine to stage wheels for, comma-separated")
+    parser.add_argument("--python", default="3.11,3.12,3.13",
+                        help="CPython versions the GPU machine may run, comma-separated (its own is unknown until the "
+                             "job prints it; install picks the set for it)")
     parser.add_argument("--present", default="", help="more distributions the GPU machine already has, comma-separated")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "eyepacs_256",
                         help="EyePACS folder (labels.csv + images/)")

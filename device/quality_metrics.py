@@ -190,19 +190,21 @@ def lit_contrast(rgb: np.ndarray) -> float:
         inner8 = m8
     if cv2.countNonZero(inner8) == 0:
         return 0.0
-    _, _, band = _relative_band(crop[..., 1], m8)
+    *_, band = _relative_band(crop[..., 1], m8)
     return _masked_rms(band, inner8)
 
 
-def _relative_band(green8: np.ndarray, m8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(green filled outside the mask with its local mean, that local mean, band-passed green over it)."""
+def _relative_band(green8: np.ndarray, m8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(green filled outside the mask with its local mean, green blurred sigma 1, the local mean, the band:
+    blurred green minus the local mean, over the local mean)."""
     # Outside the FOV green is filled with the local mean, so blurs near the rim do not see the black border as
     # detail. Detail relative to the local brightness: gain, gamma and vignetting cancel.
     mf = m8.astype(np.float32)
     green = green8.astype(np.float32)
     green = np.where(m8.view(bool), green, _masked_blur(green, mf, 4.0))
     local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
-    return green, local, (cv2.GaussianBlur(green, (0, 0), 1.0) - local) / local
+    b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
+    return green, b1, local, (b1 - local) / local
 
 
 def _glare(luma: np.ndarray, inner8: np.ndarray) -> float:
@@ -224,9 +226,8 @@ def _masked_rms(x: np.ndarray, mask8: np.ndarray) -> float:
 def _texture(green8: np.ndarray, m8: np.ndarray, inner8: np.ndarray, luma: np.ndarray) -> dict[str, float]:
     """Contrast, focus, sharpness, vessel and block metrics of the green channel inside the rim."""
     # Green carries the vessel contrast.
-    green, local, band = _relative_band(green8, m8)
+    green, b1, local, band = _relative_band(green8, m8)
     b05 = cv2.GaussianBlur(green, (0, 0), 0.5)
-    b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
     b2 = cv2.GaussianBlur(green, (0, 0), 2.0)
     b4 = _smooth(green, 4.0)
     fine, coarse = green - b1, b2 - b4

@@ -54,7 +54,7 @@ def assess(gate: QualityGate, rgb: np.ndarray, size: int) -> tuple[list[str], di
     try:
         pre = preprocess(rgb, size=size)
     except (BlankImageError, NotFundusError, ImageTooSmallError) as err:
-        report = QualityGate.report_for_error(err, rgb)
+        report = QualityGate.report_for_error(err, rgb, gate.cfg)
         return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)
     report = gate.assess(rgb, pre)
     return [KEY_OF.get(r, r) for r in report.reasons], dict(report.metrics)

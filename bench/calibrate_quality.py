@@ -33,7 +33,7 @@ from bench.quality_fit import RULES, SCORE_LIMITS, fit_score, fit_thresholds
 from device.errors import BlankImageError, ImageError, ImageTooSmallError, NotFundusError
 from device.imageio import load_image
 from device.preprocess import preprocess
-from device.quality import REASONS, QualityConfig, QualityGate, measure
+from device.quality import REASONS, QualityConfig, QualityGate, measure, unfound_reason
 from device.quality_score import CALIBRATION_FILE, GradabilityScore, QualityCalibration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +54,10 @@ def measure_one(img: np.ndarray, size: int) -> dict:
     try:
         pre = preprocess(img, size=size)
     except (ImageTooSmallError, BlankImageError, NotFundusError) as err:
-        report = QualityGate.report_for_error(err, img)
+        # min_local_contrast 0: "no_fov" here; apply() decides "washed out" from lit_contrast per fitted card.
+        report = QualityGate.report_for_error(err, img, QualityConfig(min_local_contrast=0.0))
         key = next(k for k, v in REASONS.items() if v == report.reasons[0])
-        return {"error": key}
+        return {"error": key, **{k: float(v) for k, v in report.metrics.items()}}
     return {"error": "", **{k: float(v) for k, v in measure(img, pre).items()}}
 
 
@@ -90,7 +91,10 @@ def apply(rows: list[dict], thresholds: dict[str, float], score: GradabilityScor
     gate = QualityGate(QualityConfig(**thresholds, max_score=score.threshold), score=score)
     out = []
     for r in rows:
-        keys = [r["error"]] if r["error"] else gate.failures(dict(r), size)
+        if r["error"] == "no_fov" and "lit_contrast" in r:
+            keys = [unfound_reason(r["lit_contrast"], gate.cfg)]
+        else:
+            keys = [r["error"]] if r["error"] else gate.failures(dict(r), size)
         out.append({**r, "failed": "+".join(keys)})
     return out
 

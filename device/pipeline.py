@@ -77,7 +77,7 @@ def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
         pre = preprocess(rgb, size=contract.input_size, method=contract.normalisation, label=label)
     except (BlankImageError, NotFundusError, ImageTooSmallError) as err:
         timings["preprocess"] = _ms(t)
-        report = QualityGate.report_for_error(err, rgb)
+        report = QualityGate.report_for_error(err, rgb, gate.cfg)
         timings["total"] = timings["preprocess"]
         return ScreeningResult(Verdict.UNGRADABLE, None, report, (), contract.id, timings,
                                threshold=contract.decision_threshold)

@@ -31,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.errors import BlankImageError, ImageError, ImageTooSmallError, NotFundusError
 from device.preprocess import PreprocessedImage
-from device.quality_metrics import GATE_SIZE, measure
+from device.quality_metrics import GATE_SIZE, lit_contrast, measure
 from device.quality_score import GradabilityScore, load_calibration
 from device.result import QualityReport
 
-__all__ = ["GATE_SIZE", "REASONS", "QualityConfig", "QualityGate", "measure"]
+__all__ = ["GATE_SIZE", "REASONS", "QualityConfig", "QualityGate", "measure", "unfound_reason"]
 
 # Fraction of the FOV disc inside the frame. Cameras clip the top and bottom of a 45-degree field by design and
 # keep 0.84-0.92 of it (IDRiD, DiaretDB1, Kaggle; EyeQ photographs graded Usable go down to 0.79); below 0.7 a
@@ -121,12 +121,16 @@ class QualityGate:
             out.append("bright")
         if m["glare"] > c.max_glare:
             out.append("glare")
-        # One cause per symptom: a low-resolution photograph looks flat and soft; a flat (fogged, washed-out) one
-        # looks soft too; a blurred one loses its fine vessels, so faint vessels only mean "washed out" when
-        # the photograph is sharp; a dark one is noisy, so its focus cannot be judged.
+        # One cause per symptom: a low-resolution photograph looks soft and loses its finest vessels, so only a
+        # flat one (local contrast below the threshold, which resampling does not cause) is also "washed out";
+        # a flat (fogged) one looks soft too; a blurred one loses its fine vessels, so faint vessels only mean
+        # "washed out" when the photograph is sharp; a dark one is noisy, so its focus cannot be judged.
         flat = m["local_contrast"] < c.min_local_contrast
         soft = m["focus"] < c.min_focus
-        if "resolution" not in out:
+        if "resolution" in out:
+            if flat:
+                out.append("contrast")
+        else:
             if flat or (m["vessels"] < c.min_vessels and not soft):
                 out.append("contrast")
             if soft and not flat and "dark" not in out:
@@ -153,22 +157,42 @@ class QualityGate:
         return QualityReport(gradable=not keys, reasons=tuple(REASONS[k] for k in keys), metrics=metrics)
 
     @staticmethod
-    def report_for_error(err: ImageError, rgb: np.ndarray | None = None) -> QualityReport:
+    def report_for_error(err: ImageError, rgb: np.ndarray | None = None,
+                         cfg: QualityConfig | None = None) -> QualityReport:
         """The report for a photograph that could not be preprocessed (too small, black, no retina found).
 
         Args:
             err: the ImageTooSmall / BlankImage / NotFundus error.
-            rgb: the photograph, when available: a dim one whose retina was not found is reported "too dark".
+            rgb: the photograph, when available: a dim one whose retina was not found is reported "too dark",
+                a flat one (a veiled retina whose rim no longer stands out) "washed out".
+            cfg: the gate's thresholds (default: the calibrated ones).
         """
+        metrics: dict[str, float] = {}
         if isinstance(err, ImageTooSmallError):
             key = "resolution"
         elif isinstance(err, BlankImageError):
             key = "blank"
         elif isinstance(err, NotFundusError):
-            key = "dark" if rgb is not None and _is_dim(rgb) else "no_fov"
+            if rgb is None:
+                key = "no_fov"
+            elif _is_dim(rgb):
+                key = "dark"
+            else:
+                metrics["lit_contrast"] = lit_contrast(rgb)
+                key = unfound_reason(metrics["lit_contrast"], cfg or QualityConfig())
         else:
             raise TypeError(f"{type(err).__name__} is not a quality failure")
-        return QualityReport(gradable=False, reasons=(REASONS[key],), metrics={})
+        return QualityReport(gradable=False, reasons=(REASONS[key],), metrics=metrics)
+
+
+def unfound_reason(lit: float, cfg: QualityConfig) -> str:
+    """The reason key for a bright photograph whose retina was not found, from the contrast of its lit part.
+
+    Args:
+        lit: ``device.quality_metrics.lit_contrast`` of the photograph.
+        cfg: the gate's thresholds: below ``min_local_contrast`` the picture is flat ("washed out").
+    """
+    return "contrast" if lit < cfg.min_local_contrast else "no_fov"
 
 
 def _is_dim(rgb: np.ndarray) -> bool:

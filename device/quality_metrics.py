@@ -37,6 +37,9 @@ BLOCK_MIN_INSIDE = 0.6  # a block counts when this much of it lies inside the (e
 DARK_BLOCK_RATIO = 0.4  # a block darker than this fraction of the median block is in shadow
 BLUR_BLOCK_FOCUS = 0.6  # a block whose own focus ratio is below this is blurred
 FLAT_BLOCK_CONTRAST = 0.05  # a block whose local contrast is below this shows no detail
+# A photograph whose FOV was not found: its lit part is what lies above this fraction of its 99th-percentile
+# brightness (a veiled retina is a near-uniform bright area on the dark margin, whatever its rim looks like).
+LIT_FRACTION = 0.5
 METRICS = (
     "fov_diameter_px", "centre_offset", "coverage", "mean_luma", "brightness", "clipped", "glare",
     "local_contrast", "vessels", "vessel_cover", "focus", "sharpness", "shadow_blocks", "blurred_blocks",
@@ -141,6 +144,69 @@ def measure(rgb: np.ndarray, pre: PreprocessedImage) -> dict[str, float]:
     return out
 
 
+def lit_contrast(rgb: np.ndarray) -> float:
+    """``local_contrast`` of the lit part of a photograph whose field of view was not found.
+
+    A fogged lens or a cataract can flatten a retina so much that its rim no longer stands out as a round disc
+    (a veil lifts the margin's noise to the retina's level). The lit area (the largest bright region) is resampled
+    to GATE_SIZE across and measured as ``local_contrast`` is inside a FOV, so the same threshold applies: a
+    flat, veiled picture is "washed out" rather than "no retina found", and another picture with real detail
+    (not a retina) keeps its "no retina" reason.
+
+    Args:
+        rgb: the original uint8 RGB photograph (H, W, 3).
+
+    Returns:
+        RMS of band-passed green over its local mean in the lit area (0 when nothing is lit).
+    """
+    h, w = rgb.shape[:2]
+    s = min(1.0, 2 * GATE_SIZE / max(h, w))
+    small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                                              interpolation=cv2.INTER_AREA)
+    value = cv2.medianBlur(cv2.max(cv2.max(small[..., 0], small[..., 1]), small[..., 2]), 5)
+    lit8 = cv2.compare(value, LIT_FRACTION * _percentile_u8(value, None, 99), cv2.CMP_GT)
+    # An opening at the rim's erosion scale drops ragged bands of lifted margin noise around a veiled disc.
+    o = max(3, int(2 * RIM_ERODE_FRACTION * min(value.shape)) | 1)
+    lit8 = cv2.morphologyEx(lit8, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (o, o)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lit8, connectivity=8)
+    if count < 2:
+        return 0.0
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = (int(v) for v in stats[k, :4])
+    side = max(bw, bh)
+    if side < 8:
+        return 0.0
+    # The lit area on a black square canvas of its long side (the blurs work on square images), at GATE_SIZE.
+    canvas = np.zeros((side, side, 3), np.uint8)
+    region = np.zeros((side, side), np.uint8)
+    oy, ox = (side - bh) // 2, (side - bw) // 2
+    canvas[oy:oy + bh, ox:ox + bw] = small[y:y + bh, x:x + bw]
+    region[oy:oy + bh, ox:ox + bw] = (labels[y:y + bh, x:x + bw] == k).view(np.uint8)
+    crop = cv2.resize(canvas, (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_AREA)
+    m8 = cv2.resize(region, (GATE_SIZE, GATE_SIZE), interpolation=cv2.INTER_NEAREST)
+    e = max(3, int(RIM_ERODE_FRACTION * GATE_SIZE) | 1)
+    inner8 = cv2.erode(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e)))
+    if cv2.countNonZero(inner8) < 0.2 * max(1, cv2.countNonZero(m8)):
+        inner8 = m8
+    if cv2.countNonZero(inner8) == 0:
+        return 0.0
+    *_, band = _relative_band(crop[..., 1], m8)
+    return _masked_rms(band, inner8)
+
+
+def _relative_band(green8: np.ndarray, m8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(green filled outside the mask with its local mean, green blurred sigma 1, the local mean, the band:
+    blurred green minus the local mean, over the local mean)."""
+    # Outside the FOV green is filled with the local mean, so blurs near the rim do not see the black border as
+    # detail. Detail relative to the local brightness: gain, gamma and vignetting cancel.
+    mf = m8.astype(np.float32)
+    green = green8.astype(np.float32)
+    green = np.where(m8.view(bool), green, _masked_blur(green, mf, 4.0))
+    local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
+    b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
+    return green, b1, local, (b1 - local) / local
+
+
 def _glare(luma: np.ndarray, inner8: np.ndarray) -> float:
     """Pixels of the largest saturated patch that survives an opening (vessel reflexes do not), inside the rim."""
     sat = cv2.bitwise_and(cv2.compare(luma, GLARE_LEVEL, cv2.CMP_GE), inner8)
@@ -159,17 +225,11 @@ def _masked_rms(x: np.ndarray, mask8: np.ndarray) -> float:
 
 def _texture(green8: np.ndarray, m8: np.ndarray, inner8: np.ndarray, luma: np.ndarray) -> dict[str, float]:
     """Contrast, focus, sharpness, vessel and block metrics of the green channel inside the rim."""
-    # Green carries the vessel contrast. Outside the FOV it is filled with the local mean, so blurs near the rim
-    # do not see the black border as detail.
-    mf = m8.astype(np.float32)
-    green = green8.astype(np.float32)
-    green = np.where(m8.view(bool), green, _masked_blur(green, mf, 4.0))
+    # Green carries the vessel contrast.
+    green, b1, local, band = _relative_band(green8, m8)
     b05 = cv2.GaussianBlur(green, (0, 0), 0.5)
-    b1 = cv2.GaussianBlur(green, (0, 0), 1.0)
     b2 = cv2.GaussianBlur(green, (0, 0), 2.0)
     b4 = _smooth(green, 4.0)
-    local = np.maximum(_masked_blur(green, mf, 8.0), 4.0)
-    band = (b1 - local) / local  # detail relative to the local brightness: gain, gamma and vignetting cancel
     fine, coarse = green - b1, b2 - b4
     out = {"local_contrast": _masked_rms(band, inner8),
            "focus": _masked_rms(fine, inner8) / max(_masked_rms(coarse, inner8), 1e-6)}

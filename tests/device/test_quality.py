@@ -15,7 +15,7 @@ from device.errors import ConfigError, ImageTooSmallError, NotFundusError
 from device.fov import find_fov
 from device.preprocess import preprocess
 from device.quality import GATE_SIZE, REASONS, QualityConfig, QualityGate, measure
-from device.quality_metrics import METRICS
+from device.quality_metrics import METRICS, lit_contrast
 from device.quality_score import CALIBRATION_FILE, TRANSFORM_EPS, load_calibration
 
 
@@ -151,6 +151,63 @@ def test_dim_photograph_without_a_retina_is_too_dark(good):
     except NotFundusError as err:
         assert QualityGate.report_for_error(err, dim).reasons == (REASONS["dark"],)
     assert QualityGate.report_for_error(NotFundusError("x"), good).reasons == (REASONS["no_fov"],)
+
+
+def _ragged(x, seed=0):
+    """The retina behind a ragged, non-round outline: no round field of view can be fitted to it."""
+    cx, cy, r = _fov(x)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    radii = r * np.random.default_rng(seed).uniform(0.6, 1.0, angles.size)
+    outline = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1).astype(np.int32)
+    keep = np.zeros(x.shape[:2], np.uint8)
+    cv2.fillPoly(keep, [outline], 1)
+    return x * keep[..., None]
+
+
+def _tiles(x):
+    """The retina cut into 8x8 shuffled tiles: real colours and texture, no round field of view."""
+    h, w = x.shape[:2]
+    th, tw = h // 8, w // 8
+    tiles = [x[i * th:(i + 1) * th, j * tw:(j + 1) * tw] for i in range(8) for j in range(8)]
+    np.random.default_rng(0).shuffle(tiles)
+    return np.ascontiguousarray(np.concatenate([np.concatenate(tiles[i * 8:(i + 1) * 8], axis=1)
+                                                for i in range(8)], axis=0))
+
+
+def _unfound_reasons(x, cfg=None):
+    with pytest.raises(NotFundusError) as err:
+        preprocess(x, size=256)
+    return QualityGate.report_for_error(err.value, x, cfg)
+
+
+def test_washed_out_picture_without_a_found_retina_says_washed_out(good):
+    # A veil flattens the retina and its rim is lost (here: a ragged outline): the fault to fix is the lens, not
+    # the aim. The same outline around a sharp retina, and a picture with real detail that is not a retina, stay
+    # "no retina found".
+    veiled = _unfound_reasons(_ragged(_washed_out(good)))
+    assert veiled.reasons == (REASONS["contrast"],)
+    assert veiled.metrics["lit_contrast"] < QualityConfig().min_local_contrast
+    sharp = _unfound_reasons(_ragged(good))
+    assert sharp.reasons == (REASONS["no_fov"],)
+    assert sharp.metrics["lit_contrast"] > 2 * QualityConfig().min_local_contrast
+    assert _unfound_reasons(_tiles(good)).reasons == (REASONS["no_fov"],)
+    # The threshold is the gate's own: a gate that accepts any contrast calls it "no retina found".
+    assert _unfound_reasons(_ragged(_washed_out(good)), QualityConfig(min_local_contrast=0)).reasons == (
+        REASONS["no_fov"],)
+
+
+def test_lit_contrast_matches_local_contrast_of_a_found_retina(good):
+    # Measured on the lit area instead of the fitted FOV, the same photograph gives about the same number, so the
+    # same calibrated threshold applies.
+    for img in (good, _washed_out(good)):
+        inside = measure(img, preprocess(img, size=256))["local_contrast"]
+        assert lit_contrast(img) == pytest.approx(inside, rel=0.25)
+
+
+def test_low_resolution_washed_out_photograph_gives_both_reasons(good):
+    small = cv2.resize(_washed_out(good), (232, 174), interpolation=cv2.INTER_AREA)
+    frame = cv2.copyMakeBorder(small, 33, 33, 44, 44, cv2.BORDER_CONSTANT, value=0)
+    assert _assess(frame).reasons == (REASONS["resolution"], REASONS["contrast"])
 
 
 def test_score_reason_says_what_to_fix():

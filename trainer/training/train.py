@@ -149,14 +149,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     run = _prepare_run_dir(cfg, run_dir, resume)
     runtime = setup_runtime(cfg)
     started = time.monotonic()
-    images = load_images(cfg.data, cfg.input_size)
+    images = load_images(cfg.data, cfg.input_size, preload=True)
     data_summary = images.summary()
     run.write_json("data.json", data_summary)
     run.write_version(runtime.backend, runtime.devices, {"dtype_policy": runtime.dtype_policy,
                                                          "data_parallel": runtime.data_parallel})
     train_idx, val_idx = images.indices("train"), images.indices("val")
     weights = class_weights(images.labels[train_idx], cfg.class_weight)
-    workers = cfg.data.workers
+    workers = cfg.data.worker_threads()
     placement = augment_placement(cfg, runtime.accelerator)
     train_seq = BatchSequence(images, train_idx, cfg.batch_size, cfg.data.normalisation, weights,
                               shuffle_seed=cfg.seed, workers=workers,
@@ -260,9 +260,10 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
     cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, which)
     tta = cfg.tta_flip if tta_flip is None else tta_flip
-    images = load_images(cfg.data, cfg.input_size)
+    images = load_images(cfg.data, cfg.input_size)  # per batch: only the validation split is read
     val = images.indices("val")
-    seqs = [BatchSequence(images, val, cfg.batch_size, cfg.data.normalisation, workers=cfg.data.workers, hflip=f)
+    threads = cfg.data.worker_threads()
+    seqs = [BatchSequence(images, val, cfg.batch_size, cfg.data.normalisation, workers=threads, hflip=f)
             for f in ((False, True) if tta else (False,))]
     labels = images.labels[val]
     probs = predict_referable(model, seqs)

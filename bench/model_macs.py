@@ -38,12 +38,15 @@ def count_macs(model) -> int:
 
 
 def main() -> None:
+    from trainer.backbones.efficientnet_lite import build_efficientnet_lite0
     from trainer.model import build_cam_model, build_lite0_cam_model
 
     rows = [("paper CAM net, width 1.0", 512, build_cam_model(512, 1.0)),
             ("paper CAM net, width 1/8 (eyepacs256-w0125 bundles)", 256, build_cam_model(256, 0.125)),
             ("EfficientNet-Lite0 CAM net, output stride 16", 256, build_lite0_cam_model(256, pretrained=False)),
-            ("EfficientNet-Lite0 CAM net, output stride 16", 512, build_lite0_cam_model(512, pretrained=False))]
+            ("EfficientNet-Lite0 CAM net, output stride 16", 512, build_lite0_cam_model(512, pretrained=False)),
+            # the stock ImageNet classifier, the model that published single-board latencies are quoted for
+            ("EfficientNet-Lite0 ImageNet classifier, stride 32", 224, build_efficientnet_lite0(224, include_top=True))]
     base = count_macs(rows[0][2])
     print("| network | input | parameters | MACs | MACs / paper net at 512 px |\n|---|---|---|---|---|")
     for label, size, model in rows:

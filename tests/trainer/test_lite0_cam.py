@@ -170,9 +170,15 @@ def test_tiny_lite0_run_validates_per_source_and_exports_int8(two_sources, tmp_p
     result = validate_run(run_dir)
     assert set(result["by_source"]) == {"kaggle", "flat"}
     assert sum(v["images"] for v in result["by_source"].values()) == result["images"]
+    # The tiny fixture leaves 8 validation images for parity, where the AUC of a 1-epoch model moves by 1/16 when one
+    # near-tied pair swaps (seen here: probabilities within 0.0063 of Keras, AUC 0.500 vs 0.625), so the AUC gate is
+    # overridden and the parity that matters at this size is asserted instead: the CAM and the probabilities.
     out = export_run(run_dir, ("int8",), ExportOptions(out_root=tmp_path / "models", calibration_images=16,
-                                                       held_out_images=40, selftest_images=2))
+                                                       held_out_images=40, selftest_images=2, force=True))
     assert not out.failures, out.failures
+    report = out.results[0].report
+    assert report["cam_corr_median"] >= report["tolerances"]["cam_corr_median_min"], report
+    assert report["prob_max_abs_diff"] < 0.02 and report["verdict_agreement"] == 1.0, report
     card = load_bundle(out.results[0].folder).card
     assert card.input.normalisation == "scale_127" and card.network.name == "cam_efficientnet_lite0"
     assert card.format == "int8" and card.network.parameters > 3_000_000

@@ -13,7 +13,6 @@ The run folder layout is documented in :mod:`trainer.training.run_folder` and do
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
+from trainer import module_available
 from trainer.model import build_network
 from trainer.training.augment import FundusAugment
 from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
@@ -177,7 +177,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
                          lambda e: float(np.asarray(schedule(e * steps))), cfg.epochs, cfg.early_stopping_patience,
                          log, time_budget_s=cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None)
     own = [epoch_end]
-    if all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard")):
+    if all(module_available(m) for m in ("tensorflow", "tensorboard")):
         own.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False,
                                                update_freq="epoch"))
     else:

@@ -230,3 +230,14 @@ def test_folder_and_mixed_sources_are_preloaded_with_the_same_values(synthetic_k
         assert type(once) is type(plain) and once.summary()["preloaded"] == "local_contrast, float32"
         idx = np.arange(len(plain.ids))
         np.testing.assert_allclose(once.standardised, standardise(*plain.read(idx), "local_contrast"), atol=1e-6)
+        np.testing.assert_array_equal(once.fov, plain.read(idx)[1])  # kept for the augmentation
+
+
+def test_pipeline_augmentation_with_the_kept_fov_masks_equals_the_non_zero_rule():
+    x = np.random.default_rng(2).standard_normal((6, SIZE, SIZE, 3)).astype("float32")
+    x[:, ~_disc()] = 0
+    masks = np.repeat(_disc()[None], 6, axis=0)
+    for kwargs in (AUGMENT, dict(AUGMENT, rotation_deg=0.0), dict(brightness=0.3, contrast=0.0, rotation_deg=0.0)):
+        with_masks = augment_batch(x, np.random.default_rng(4), **kwargs, fov=masks)
+        np.testing.assert_allclose(with_masks, augment_batch(x, np.random.default_rng(4), **kwargs), atol=1e-6)
+        assert not np.allclose(with_masks, x)

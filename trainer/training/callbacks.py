@@ -206,7 +206,7 @@ class EpochEnd(keras.callbacks.Callback):
             logs["val_auc"] = auc
         row = {"epoch": done, "loss": float(logs.get("loss", math.nan)),
                "accuracy": float(logs.get("accuracy", math.nan)), "val_auc": auc,
-               "lr": float(self.lr_at_epoch(epoch)), "seconds": 0.0}
+               "lr": float(self.lr_at_epoch(epoch)), "seconds": 0.0, "train_seconds": round(train_s, 2)}
         state["history"].append(row)
         state["epochs_done"] = done
         state["train_seconds"] = state.get("train_seconds", 0.0) + train_s

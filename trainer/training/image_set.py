@@ -31,6 +31,8 @@ class ImageSet:
         standardised: every image already standardised (float32 or float16 (N, S, S, 3)), or None; see
             :func:`trainer.training.input_pipeline.preload_standardised`.
         normalisation: the ``device.preprocess.standardise`` method of ``standardised``.
+        fov: the field-of-view masks (bool (N, S, S)) kept with ``standardised`` (the augmentation needs them),
+            or None.
     """
 
     ids: np.ndarray
@@ -44,14 +46,21 @@ class ImageSet:
     skipped: list[tuple[str, str]]
     standardised: np.ndarray | None = None
     normalisation: str | None = None
+    fov: np.ndarray | None = None
+
+    def batch(self, idx: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (n, S, S, 3) model inputs and bool (n, S, S) FOV masks of images ``idx``: from the preloaded
+        arrays when they were made with ``method``, else read and standardised now."""
+        idx = np.asarray(idx)
+        if self.standardised is not None and self.normalisation == method:
+            return self.standardised[idx].astype(np.float32, copy=False), self.fov[idx]
+        rgb, masks = self.read(idx)
+        masks = np.asarray(masks)
+        return standardise(np.asarray(rgb), masks, method), masks
 
     def standardised_batch(self, idx: np.ndarray, method: str) -> np.ndarray:
-        """float32 (n, S, S, 3) model inputs of images ``idx``: from the preloaded array when it was made with
-        ``method``, else read and standardised now."""
-        if self.standardised is not None and self.normalisation == method:
-            return self.standardised[np.asarray(idx)].astype(np.float32, copy=False)
-        rgb, masks = self.read(np.asarray(idx))
-        return standardise(np.asarray(rgb), np.asarray(masks), method)
+        """float32 (n, S, S, 3) model inputs of images ``idx`` (see :meth:`batch`)."""
+        return self.batch(idx, method)[0]
 
     def indices(self, split: str) -> np.ndarray:
         """Positions of the images of one split."""

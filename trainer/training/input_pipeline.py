@@ -188,15 +188,17 @@ def preload_standardised(images: ImageSet, normalisation: str, dtype: np.dtype |
 
     n = len(images.ids)
     out = np.empty((n, images.size, images.size, 3), np.dtype(dtype))
+    fov = np.empty((n, images.size, images.size), bool)
 
     def work(start: int) -> None:
         idx = np.arange(start, min(n, start + PRELOAD_CHUNK))
         rgb, masks = images.read(idx)
+        fov[idx] = masks
         out[idx] = standardise(np.asarray(rgb), np.asarray(masks), normalisation)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(work, range(0, n, PRELOAD_CHUNK)))
-    return dataclasses.replace(images, standardised=out, normalisation=normalisation)
+    return dataclasses.replace(images, standardised=out, normalisation=normalisation, fov=fov)
 
 
 def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
@@ -252,14 +254,14 @@ class BatchSequence(keras.utils.PyDataset):
 
     def __getitem__(self, batch: int):
         idx = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
-        x = self.images.standardised_batch(idx, self.normalisation)
+        x, fov = self.images.batch(idx, self.normalisation)
         if self.hflip:
             x = np.ascontiguousarray(x[:, :, ::-1])
         if self.weights is None:
             return (x,)
         if self.augment is not None:  # seeded by (seed, epoch, batch): the same after a resume
             rng = np.random.default_rng([self.shuffle_seed or 0, self.epoch, batch])
-            x = augment_batch(x, rng, **self.augment)
+            x = augment_batch(x, rng, **self.augment, fov=fov)
         y = self.images.labels[idx].astype(np.int32)
         return x, y, self.weights[y]
 

@@ -6,7 +6,8 @@
       config.json          frozen TrainConfig (reload with load_train_config(preset=None, path=...))
       version.json         code version (git describe --always --dirty), Keras/backend/Python versions, host, devices
       data.json            data summary: source, crop size, images/patients/referable per split, skipped images
-      history.csv/.json    one row per epoch: loss, accuracy, val_auc (NaN when not validated), lr, seconds
+      history.csv/.json    one row per epoch: loss, accuracy, val_auc (NaN when not validated), lr, seconds (wall,
+                           epoch end included), train_seconds (the fit loop only)
       curves.png           training curves (loss, accuracy, validation AUC, learning rate); drawn at the end
       roc.png              validation ROC curve of the best epoch, AUC in the legend; drawn at the end
       val_predictions.csv  image id, label, probability of the best epoch (for the evaluation step)
@@ -31,7 +32,7 @@ import numpy as np
 
 from device.atomic import write_atomic
 
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds", "train_seconds")
 
 
 def code_version(repo: Path | None = None) -> str:

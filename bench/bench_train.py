@@ -6,7 +6,7 @@
 Rows per input size, printed (and flushed) as soon as each is measured:
 
 - ``model-only``: ``model.fit`` on one pre-standardised batch already in memory, no augmentation, no epoch ends:
-  the network's own rate, the ceiling (median of ``--rounds`` back-to-back measurements);
+  the network's own rate, the ceiling (median of ``--rounds`` epochs, timed after ``--warmup`` steps);
 - ``fit over the pipeline``: ``model.fit`` over the trainer's input pipeline exactly as ``train`` builds it
   (``trainer.training.input_pipeline``: images standardised once at load, ``data.workers`` threads, prefetch,
   augmentation where ``augment.placement = "auto"`` puts it), still without epoch ends;
@@ -15,8 +15,11 @@ Rows per input size, printed (and flushed) as soon as each is measured:
   measured from one epoch end to the next, so validation, weights, checkpoint, history and TensorBoard are in
   it; the epochs before the first timed one (compilation, the first validation's tracing) are not timed, and the
   one-off costs of the session (loading, building, the plots at the end) are printed beside the table;
-- ``model-only (again)``: the ceiling re-measured after the trainer rows; its ratio shows how much the load of
-  a shared machine drifted meanwhile.
+
+Every ratio is paired, so that a shared machine's changing load hits both sides alike: the pipeline rows
+alternate with model-only epochs (``--rounds`` pairs, medians), and after every epoch of a trainer row one
+model-only epoch is measured (outside the trainer's timing, with its input threads stopped); the trainer's
+seconds over its timed epochs are compared with its twins' seconds.
 
 Reported: seconds per epoch of ``--steps`` steps of ``--batch`` images, images/s, images per CPU-second of the
 process (all threads; the steadier figure on a shared machine), and each as a ratio to model-only. The machine,
@@ -73,21 +76,31 @@ def _rates(model, seq, warmup: int, batch: int) -> tuple[float, float]:
     return images / (timer.end[0] - timer.start[0]), images / max(1e-9, timer.end[1] - timer.start[1])
 
 
-def _epoch_clock():
-    """A callback that stamps (wall, CPU) at the start and after every epoch end (it runs after the trainer's own
-    epoch-end callback, so the time between two stamps is a whole epoch as the trainer runs it)."""
+def _epoch_clock(between=None):
+    """A callback that stamps (wall, CPU) after every epoch end of ``train`` (it runs after the trainer's own
+    epoch-end callback, so the time from one stamp to the next is a whole epoch as the trainer runs it). With
+    ``between`` (a function returning a model-only (images/s, images/CPU-s)), the model-only rate is measured
+    right after each epoch, outside the trainer's timing: each trainer epoch has its model-only twin measured
+    under the same machine load (the pipeline's threads are stopped between epochs)."""
     import keras
 
     class EpochClock(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.marks: list[tuple[float, float]] = []
+            self.periods: list[tuple[float, float]] = []  # per epoch (wall s, CPU s) from the previous stamp
+            self.twins: list[tuple[float, float]] = []  # per epoch, the model-only rates measured after it
+            self.first_end = 0.0
 
         def on_train_begin(self, logs=None):
-            self.marks.append((time.perf_counter(), time.process_time()))
+            self._resume = (time.perf_counter(), time.process_time())
 
         def on_epoch_end(self, epoch, logs=None):
-            self.marks.append((time.perf_counter(), time.process_time()))
+            now = (time.perf_counter(), time.process_time())
+            self.first_end = self.first_end or now[0]
+            self.periods.append((now[0] - self._resume[0], now[1] - self._resume[1]))
+            if between is not None:
+                self.twins.append(between())
+            self._resume = (time.perf_counter(), time.process_time())
 
     return EpochClock()
 
@@ -103,22 +116,21 @@ def synthetic_folder(root: Path, images: int, size: int) -> Path:
 
 
 class Table:
-    """Prints the rows of one size as soon as they are measured, with ratios to that size's model-only row."""
+    """Prints each row as soon as it is measured, with the model-only rate it is compared with."""
 
     def __init__(self):
-        self.base: tuple[float, float] | None = None
-        print(f"| size | {'variant':<27} | s/epoch | images/s | vs model-only | images/CPU-s | vs model-only |",
-              flush=True)
-        print(f"|---:|{'-' * 29}|---:|---:|---:|---:|---:|", flush=True)
+        print(f"| size | {'variant':<32} | s/epoch | images/s | model-only images/s | ratio | images/CPU-s | "
+              "model-only images/CPU-s | CPU ratio |", flush=True)
+        print(f"|---:|{'-' * 34}|---:|---:|---:|---:|---:|---:|---:|", flush=True)
 
-    def row(self, size: int, name: str, epoch_images: int, wall: float, cpu: float, base: bool = False) -> dict:
-        if base:
-            self.base = (wall, cpu)
-        wall0, cpu0 = self.base or (wall, cpu)
-        print(f"| {size} | {name:<27} | {epoch_images / wall:7.2f} | {wall:8.1f} | {wall / wall0:6.2f} | "
-              f"{cpu:8.1f} | {cpu / cpu0:6.2f} |", flush=True)
+    @staticmethod
+    def row(size: int, name: str, epoch_images: int, rate: tuple[float, float], ref: tuple[float, float]) -> dict:
+        (wall, cpu), (wall0, cpu0) = rate, ref
+        print(f"| {size} | {name:<32} | {epoch_images / wall:7.2f} | {wall:8.1f} | {wall0:8.1f} | "
+              f"{wall / wall0:5.2f} | {cpu:8.1f} | {cpu0:8.1f} | {cpu / cpu0:5.2f} |", flush=True)
         return {"size": size, "variant": name, "seconds_per_epoch": epoch_images / wall, "images_per_s": wall,
-                "ratio": wall / wall0, "images_per_cpu_s": cpu, "cpu_ratio": cpu / cpu0}
+                "model_only_images_per_s": wall0, "ratio": wall / wall0, "images_per_cpu_s": cpu,
+                "model_only_images_per_cpu_s": cpu0, "cpu_ratio": cpu / cpu0}
 
 
 def bench_size(table: Table, size: int, args, data_root: Path) -> list[dict]:
@@ -164,14 +176,17 @@ def bench_size(table: Table, size: int, args, data_root: Path) -> list[dict]:
     model, _ = build_training(cfg, steps, runtime.accelerator)  # with the augmentation layer if on the device
     rows = []
 
-    def model_only(name: str, first: bool) -> None:
-        runs = [_rates(plain, Fixed(), args.warmup, args.batch) for _ in range(args.rounds)]
-        wall, cpu = (statistics.median(r[i] for r in runs) for i in (0, 1))
-        rows.append(table.row(size, name, epoch_images, wall, cpu, base=first))
+    def model_only() -> tuple[float, float]:
+        return _rates(plain, Fixed(), args.warmup, args.batch)
 
-    model_only("model-only", True)
-    wall, cpu = _rates(model, pipeline, args.warmup, args.batch)
-    rows.append(table.row(size, f"fit over the pipeline ({placement or 'no aug'})", epoch_images, wall, cpu))
+    def median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+    runs = [model_only() for _ in range(args.rounds)]
+    rows.append(table.row(size, "model-only", epoch_images, median(runs), median(runs)))
+    pairs = [(_rates(model, pipeline, args.warmup, args.batch), model_only()) for _ in range(args.rounds)]
+    rows.append(table.row(size, f"fit over the pipeline (aug {placement or 'off'})", epoch_images,
+                          median([p for p, _ in pairs]), median([m for _, m in pairs])))
     notes = []
     for k in args.every:
         windows = max(1, -(-args.timed_epochs // k))
@@ -179,22 +194,20 @@ def bench_size(table: Table, size: int, args, data_root: Path) -> list[dict]:
         run_cfg = load_train_config("paper", overrides={**base, "epochs": epochs, "validate_every": k,
                                                          "checkpoint_every": k})
         with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
-            clock, started = _epoch_clock(), time.perf_counter()
+            clock, started = _epoch_clock(between=model_only), time.perf_counter()
             train(run_cfg, Path(tmp) / "run", verbose=0, callbacks=[clock], log=lambda line: None)
             ended = time.perf_counter()
             history = json.loads((Path(tmp) / "run" / "history.json").read_text())[k:]
-        marks = clock.marks[k:]  # the stamp after epoch k, then one per timed epoch
-        timed = len(marks) - 1
-        wall = epoch_images * timed / (marks[-1][0] - marks[0][0])
-        cpu = epoch_images * timed / max(1e-9, marks[-1][1] - marks[0][1])
-        rows.append(table.row(size, f"trainer, every {k} (x{timed})", epoch_images, wall, cpu))
-        in_fit = sum(h["train_seconds"] for h in history) / max(1e-9, sum(h["seconds"] for h in history))
+        periods, twins = clock.periods[k:], clock.twins[k:]
+        timed = len(periods)
+        rate = tuple(epoch_images * timed / max(1e-9, sum(p[i] for p in periods)) for i in (0, 1))
+        twin = tuple(epoch_images * timed / sum(epoch_images / t[i] for t in twins) for i in (0, 1))
+        rows.append(table.row(size, f"trainer, every {k} ({timed} epochs)", epoch_images, rate, twin))
+        in_fit = sum(h["train_seconds"] for h in history) / max(1e-9, sum(p[0] for p in periods))
         notes.append(f"every {k}: {100 * (1 - in_fit):.1f} % of the timed epochs' wall time outside the fit loop "
-                     f"(validation, checkpoints, callbacks); {clock.marks[1][0] - started:.1f} s from the call to "
-                     "the end of epoch 1 "
-                     f"(loading, building, compiling), {ended - clock.marks[-1][0]:.1f} s after the last epoch "
-                     "(final writes, plots, summary)")
-    model_only("model-only (again)", False)
+                     f"(validation, checkpoints, callbacks); {clock.first_end - started:.1f} s from the call to "
+                     f"the end of epoch 1 (loading, building, compiling), {ended - clock._resume[0]:.1f} s after "
+                     "the last epoch (final writes, plots, summary)")
     for note in notes:
         print(f"  {size} px, trainer {note}", flush=True)
     keras.backend.clear_session()

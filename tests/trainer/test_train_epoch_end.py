@@ -89,8 +89,9 @@ def test_time_budget_counts_wall_time_and_a_larger_budget_resumes_the_run(synthe
     session_s = time.monotonic() - start
     assert summary["stopped_by_time_budget"] and 2 <= summary["epochs_done"] < 200
     # The budget is wall time: loading and building, the slow epoch ends and validation count, and the run
-    # stops before an epoch that would end past it (slack: one epoch's variation on this loaded machine).
-    assert summary["wall_seconds"] <= budget_min * 60 + 2.0 and session_s <= budget_min * 60 + 5.0
+    # stops before an epoch that would end past it (slack: one epoch's variation on this loaded machine). After
+    # the last checkpoint only the plots and the summary remain (seconds: the first matplotlib import).
+    assert summary["wall_seconds"] <= budget_min * 60 + 2.0 and session_s <= budget_min * 60 + 10.0
     assert summary["train_seconds"] < summary["wall_seconds"] - SLOW_S * (summary["epochs_done"] - 1)
     assert TrainingCheckpoint(run_dir).read_state()["epochs_done"] == summary["epochs_done"]  # stopped resumably
 

@@ -241,3 +241,46 @@ def test_pipeline_augmentation_with_the_kept_fov_masks_equals_the_non_zero_rule(
         with_masks = augment_batch(x, np.random.default_rng(4), **kwargs, fov=masks)
         np.testing.assert_allclose(with_masks, augment_batch(x, np.random.default_rng(4), **kwargs), atol=1e-6)
         assert not np.allclose(with_masks, x)
+
+
+def test_the_endless_stream_serves_the_batches_of_the_epochs_one_after_another():
+    images = _image_set()
+    weights = class_weights(images.labels, "balanced")
+    kwargs = dict(weights=weights, shuffle_seed=3, augment=AUGMENT)
+    endless = BatchSequence(images, np.arange(10), 4, **kwargs, first_epoch=2, endless=True)
+    assert endless.num_batches is None and len(endless) == 2
+    by_epoch = BatchSequence(images, np.arange(10), 4, **kwargs, first_epoch=2)
+    for i in range(3 * len(by_epoch)):
+        if i and i % len(by_epoch) == 0:
+            by_epoch.on_epoch_end()
+            endless.on_epoch_end()  # Keras still calls it: the index alone decides the epoch
+        for a, b in zip(endless[i], by_epoch[i % len(by_epoch)]):
+            np.testing.assert_array_equal(a, b)
+    assert BatchSequence(images, np.arange(10), 4, endless=True).num_batches == 3  # evaluation: never endless
+
+
+class _Recording(BatchSequence):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked: list[int] = []
+
+    def __getitem__(self, i):
+        self.asked.append(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_keras_keeps_one_endless_iterator_for_the_whole_fit(workers):
+    import keras
+
+    images = _image_set()
+    seq = _Recording(images, np.arange(10), 4, weights=class_weights(images.labels, "balanced"), shuffle_seed=1,
+                     workers=workers, endless=True)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(seq, epochs=3, steps_per_epoch=len(seq), verbose=0)
+    # Epochs 2 and 3 continued the stream: a restart at 0 per epoch would replay epoch 0's order and never ask
+    # for the later indices. (TensorFlow asks for batches 0 and 1 once more to learn the shapes.)
+    assert set(range(3 * len(seq))) <= set(seq.asked) and seq.asked.count(0) <= 2

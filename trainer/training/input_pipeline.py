@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -225,26 +226,48 @@ class BatchSequence(keras.utils.PyDataset):
         hflip: serve the images flipped left-right (flip test-time augmentation).
         augment: keyword arguments of :func:`trainer.training.augment.augment_batch` to augment in the pipeline, or
             None.
+        endless: training only: one endless stream, batch ``i`` = batch ``i % len`` of epoch ``first_epoch + i //
+            len`` (the same batches as epoch by epoch); fit it with ``steps_per_epoch = len(seq)``. Keras then keeps
+            one iterator and its worker queue for the whole run, so the next epoch's first batches are made while
+            the current epoch ends (validation, checkpoint) instead of after it.
     """
 
     def __init__(self, images: ImageSet, indices: np.ndarray, batch_size: int, normalisation: str = "per_image",
                  weights: np.ndarray | None = None, shuffle_seed: int | None = None, workers: int = 0,
-                 first_epoch: int = 0, hflip: bool = False, augment: dict | None = None):
+                 first_epoch: int = 0, hflip: bool = False, augment: dict | None = None, endless: bool = False):
         batch_bytes = batch_size * images.size * images.size * 3 * 4
         queue = max(2, min(2 * workers, PREFETCH_BYTES // max(1, batch_bytes)))
         super().__init__(workers=max(1, workers), use_multiprocessing=False, max_queue_size=queue)
         self.images, self.indices, self.batch_size = images, np.asarray(indices), batch_size
         self.normalisation, self.weights, self.shuffle_seed = normalisation, weights, shuffle_seed
         self.epoch, self.hflip, self.augment = first_epoch, hflip, augment
+        self.endless = bool(endless and weights is not None)
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
         self._order = self._permutation()
 
-    def _permutation(self) -> np.ndarray:
+    @property
+    def num_batches(self) -> int | None:
+        """Batches per pass for Keras: None (endless) in ``endless`` mode."""
+        return None if self.endless else len(self)
+
+    def _permutation(self, epoch: int | None = None) -> np.ndarray:
         if self.shuffle_seed is None:
             return self.indices
-        return np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(self.indices)
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng([self.shuffle_seed, epoch]).permutation(self.indices)
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        with self._lock:  # worker threads near an epoch boundary ask for two epochs at once
+            order = self._orders.get(epoch)
+            if order is None:
+                order = self._orders[epoch] = self._permutation(epoch)
+                for old in [e for e in self._orders if e < epoch - 1]:
+                    del self._orders[old]
+            return order
 
     def set_epoch(self, epoch: int) -> None:
-        """Serve the shuffle order of ``epoch`` (used when a run resumes)."""
+        """Serve the shuffle order of ``epoch`` (used when a run resumes; in ``endless`` mode, batch 0's epoch)."""
         self.epoch = epoch
         self._order = self._permutation()
 
@@ -253,17 +276,22 @@ class BatchSequence(keras.utils.PyDataset):
         return max(1, n // self.batch_size if self.weights is not None else math.ceil(n / self.batch_size))
 
     def __getitem__(self, batch: int):
-        idx = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        epoch, order = self.epoch, self._order
+        if self.endless:
+            epoch, batch = self.epoch + batch // len(self), batch % len(self)
+            order = self._order_of(epoch)
+        idx = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         x, fov = self.images.batch(idx, self.normalisation)
         if self.hflip:
             x = np.ascontiguousarray(x[:, :, ::-1])
         if self.weights is None:
             return (x,)
         if self.augment is not None:  # seeded by (seed, epoch, batch): the same after a resume
-            rng = np.random.default_rng([self.shuffle_seed or 0, self.epoch, batch])
+            rng = np.random.default_rng([self.shuffle_seed or 0, epoch, batch])
             x = augment_batch(x, rng, **self.augment, fov=fov)
         y = self.images.labels[idx].astype(np.int32)
         return x, y, self.weights[y]
 
     def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
+        if not self.endless:  # endless: the batch index carries the epoch
+            self.set_epoch(self.epoch + 1)

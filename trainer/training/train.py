@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     placement = augment_placement(cfg, runtime.accelerator)
     train_seq = BatchSequence(images, train_idx, cfg.batch_size, cfg.data.normalisation, weights,
                               shuffle_seed=cfg.seed, workers=workers,
-                              augment=_augment_kwargs(cfg) if placement == "pipeline" else None)
+                              augment=_augment_kwargs(cfg) if placement == "pipeline" else None, endless=True)
     val_seqs = [BatchSequence(images, val_idx, cfg.batch_size, cfg.data.normalisation, workers=workers,
                               hflip=flip) for flip in ((False, True) if cfg.tta_flip else (False,))]
     steps = len(train_seq)
@@ -218,8 +218,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
         f"width {cfg.width}, {steps} steps/epoch, backend {runtime.backend} on {', '.join(runtime.devices)}, "
         f"{runtime.dtype_policy}, augmentation: {placement or 'off'}")
     if state["epochs_done"] < cfg.epochs and not state.get("stopped_early") and not state.get("stopped_by_time_budget"):
-        model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], verbose=verbose,
-                  callbacks=own + list(callbacks or []))
+        # One endless stream (BatchSequence(endless=True)): the next epoch's batches are made during the epoch end.
+        model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
+                  shuffle=False, verbose=verbose, callbacks=own + list(callbacks or []))
     return _write_summary(run, cfg, state, data_summary, runtime, time.monotonic() - started)
 
 

@@ -5,7 +5,8 @@ TensorFlow and JAX. What makes it keep up with an accelerator:
 
 - ``data.workers = "auto"``: one thread per usable CPU core loads the images and makes batches ahead of the step
   (``PyDataset`` workers; OpenCV, zlib and numpy copies release the GIL); up to ``PREFETCH_BYTES`` of finished
-  batches wait in the queue.
+  batches wait in the queue; training reads one endless stream (``BatchSequence(endless=True)``), so the queue
+  carries on across epoch ends instead of being stopped and refilled every epoch.
 - ``data.preload``: every image is standardised once when the data is loaded (:func:`preload_standardised`), so
   a batch is a gather from memory instead of ``standardise`` per image and epoch (local contrast costs a 2-D
   Gaussian blur per image).

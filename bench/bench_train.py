@@ -1,32 +1,40 @@
-"""Training throughput (images/s): end to end vs the model-only step, measured side by side in one run.
+"""Training throughput: the trainer's real seconds per epoch (epoch ends included) beside the model-only rate.
 
-    python bench/bench_train.py                                   # 256 and 512 px, width 1/8, a few steps (CPU)
-    python bench/bench_train.py --width 1.0 --batch 64 --steps 50 # GPU: the paper network
-    KERAS_BACKEND=jax python bench/bench_train.py --width 1.0 --batch 64 --steps 50 --jit on
+    python bench/bench_train.py                                  # 256 and 512 px, width 1/8, small epochs (CPU)
+    KERAS_BACKEND=jax python bench/bench_train.py --width 1.0 --batch 64 --steps 43 --every 1 5   # GPU
 
-Variants per input size, all through ``model.fit`` on the same compiled training model (forward + backward +
-SGD momentum, class-weighted loss):
+Rows per input size, printed (and flushed) as soon as each is measured:
 
-- ``model-only``: one pre-standardised batch already in memory, no augmentation: the ceiling;
-- ``e2e, aug on device``: what ``train`` does: cached uint8 crops + FOV masks -> ``standardise`` in background
-  threads (``trainer.training.input_pipeline.BatchSequence``) -> ``FundusAugment`` as a Keras layer inside the step;
-- ``e2e, aug in pipeline``: the same, but augmentation with OpenCV in the input threads instead
-  (``trainer.training.augment.augment_batch``; no augmentation layer in the step). ``augment.placement = "auto"``
-  follows this measurement.
+- ``model-only``: ``model.fit`` on one pre-standardised batch already in memory, no augmentation, no epoch ends:
+  the network's own rate, the ceiling (median of ``--rounds`` epochs, timed after ``--warmup`` steps);
+- ``fit over the pipeline``: ``model.fit`` over the trainer's input pipeline exactly as ``train`` builds it
+  (``trainer.training.input_pipeline``: images standardised once at load, ``data.workers`` threads, prefetch,
+  augmentation where ``augment.placement = "auto"`` puts it), still without epoch ends;
+- ``trainer, every k``: ``trainer.training.train.train`` itself on a synthetic folder (``trainer.synthetic``;
+  throughput does not depend on the pixels) with ``validate_every = checkpoint_every = k``: seconds per epoch
+  measured from one epoch end to the next, so validation, weights, checkpoint, history and TensorBoard are in
+  it; the epochs before the first timed one (compilation, the first validation's tracing) are not timed, and the
+  one-off costs of the session (loading, building, the plots at the end) are printed beside the table;
 
-The crops are synthetic discs (throughput does not depend on the pixels). Reported: images/s over the timed steps
-(after ``--warmup`` steps, which include compilation) and images per CPU-second of the process (all threads; the
-robust figure on a shared machine), each as the median of ``--rounds`` interleaved rounds, and the ratios to
-model-only. The machine, backend and load
-are printed with the table, so figures from different machines are never mixed.
+Every ratio is paired, so that a shared machine's changing load hits both sides alike: the pipeline rows
+alternate with model-only epochs (``--rounds`` pairs, medians), and after every epoch of a trainer row one
+model-only epoch is measured (outside the trainer's timing, with its input threads stopped); the trainer's
+seconds over its timed epochs are compared with its twins' seconds.
+
+Reported: seconds per epoch of ``--steps`` steps of ``--batch`` images, images/s, images per CPU-second of the
+process (all threads; the steadier figure on a shared machine), and each as a ratio to model-only. The machine,
+backend and load are printed with the table, so figures from different machines are never mixed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,55 +43,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-POOL_IMAGES = 64  # distinct cached crops served round-robin (enough to defeat caching effects in the pipeline)
+import trainer  # noqa: F401  (before keras: picks JAX where TensorFlow is absent and KERAS_BACKEND unset)
 
-
-def _crops(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    c = (size - 1) / 2
-    mask = (xx - c) ** 2 + (yy - c) ** 2 <= (0.48 * size) ** 2
-    rgb = rng.integers(10, 240, (n, size, size, 3), dtype=np.uint8)
-    rgb[:, ~mask] = 0
-    return rgb, np.repeat(mask[None], n, axis=0)
-
-
-def _sequences(size: int, batch: int, steps: int, workers: int):
-    import keras
-
-    from trainer.training.augment import augment_batch
-    from trainer.training.input_pipeline import BatchSequence, ImageSet
-
-    rgb, masks = _crops(POOL_IMAGES, size)
-    n = batch * steps
-    labels = np.arange(n) % 2
-    images = ImageSet(ids=np.arange(n).astype(str), patients=np.arange(n).astype(str), levels=labels * 2,
-                      labels=labels, splits=np.array(["train"] * n),
-                      read=lambda idx: (rgb[np.asarray(idx) % POOL_IMAGES], masks[np.asarray(idx) % POOL_IMAGES]),
-                      size=size, source="synthetic", skipped=[])
-    weights = np.ones(2, np.float32)
-    on_device = BatchSequence(images, np.arange(n), batch, weights=weights, shuffle_seed=0, workers=workers)
-
-    class PipelineAugmented(BatchSequence):
-        def __getitem__(self, i):
-            x, y, w = super().__getitem__(i)
-            return augment_batch(x, np.random.default_rng(i)), y, w
-
-    in_pipeline = PipelineAugmented(images, np.arange(n), batch, weights=weights, shuffle_seed=0, workers=workers)
-    x0, y0, w0 = on_device[0]
-
-    class Fixed(keras.utils.PyDataset):
-        def __len__(self):
-            return steps
-
-        def __getitem__(self, i):
-            return x0, y0, w0
-
-    return Fixed(), on_device, in_pipeline
+VAL_FRACTION = 0.2  # of the patients, as in the paper preset: about 1 validation image per 4 training images
 
 
 class _Timer:
-    """Wall-clock and process CPU time between the end of the warm-up and the last step."""
+    """Wall-clock and process CPU time between the end of the warm-up and the last step of one epoch."""
 
     def __init__(self, warmup: int):
         import keras
@@ -101,39 +67,149 @@ class _Timer:
         self.start = self.end = (0.0, 0.0)
 
 
-def _rates(model, seq, warmup: int, steps: int, batch: int) -> tuple[float, float]:
-    """(images per wall-clock second, images per CPU second of this process, all threads)."""
+def _rates(model, seq, warmup: int, batch: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) over one epoch of ``seq`` after
+    ``warmup`` untimed steps."""
     timer = _Timer(warmup)
-    model.fit(seq, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback])
-    images = batch * steps
+    model.fit(seq, epochs=1, verbose=0, callbacks=[timer.callback])
+    images = batch * (len(seq) - warmup)
     return images / (timer.end[0] - timer.start[0]), images / max(1e-9, timer.end[1] - timer.start[1])
 
 
-def bench_size(size: int, width: float, batch: int, steps: int, warmup: int, workers: int, jit: str,
-               rounds: int = 3) -> dict:
-    """Median (images/s wall-clock, images per CPU-second) of the three variants at one input size."""
+def _epoch_clock(between=None):
+    """A callback that stamps (wall, CPU) after every epoch end of ``train`` (it runs after the trainer's own
+    epoch-end callback, so the time from one stamp to the next is a whole epoch as the trainer runs it). With
+    ``between`` (a function returning a model-only (images/s, images/CPU-s)), the model-only rate is measured
+    right after each epoch, outside the trainer's timing: each trainer epoch has its model-only twin measured
+    under the same machine load (the pipeline's threads are stopped between epochs)."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.periods: list[tuple[float, float]] = []  # per epoch (wall s, CPU s) from the previous stamp
+            self.twins: list[tuple[float, float]] = []  # per epoch, the model-only rates measured after it
+            self.first_end = 0.0
+
+        def on_train_begin(self, logs=None):
+            self._resume = (time.perf_counter(), time.process_time())
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = (time.perf_counter(), time.process_time())
+            self.first_end = self.first_end or now[0]
+            self.periods.append((now[0] - self._resume[0], now[1] - self._resume[1]))
+            if between is not None:
+                self.twins.append(between())
+            self._resume = (time.perf_counter(), time.process_time())
+
+    return EpochClock()
+
+
+def synthetic_folder(root: Path, images: int, size: int) -> Path:
+    """A Kaggle-layout folder of ``images`` synthetic photographs ``size`` px high (reused when it exists)."""
+    from trainer.synthetic import write_kaggle_folder
+
+    folder = root / f"kaggle_{size}px_{images}"
+    if not (folder / "trainLabels.csv").is_file():
+        write_kaggle_folder(folder, n_patients=max(2, -(-images // 2)), size=size, seed=0)
+    return folder
+
+
+class Table:
+    """Prints each row as soon as it is measured, with the model-only rate it is compared with."""
+
+    def __init__(self):
+        print(f"| size | {'variant':<32} | s/epoch | images/s | model-only images/s | ratio | images/CPU-s | "
+              "model-only images/CPU-s | CPU ratio |", flush=True)
+        print(f"|---:|{'-' * 34}|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+
+    @staticmethod
+    def row(size: int, name: str, epoch_images: int, rate: tuple[float, float], ref: tuple[float, float]) -> dict:
+        (wall, cpu), (wall0, cpu0) = rate, ref
+        print(f"| {size} | {name:<32} | {epoch_images / wall:7.2f} | {wall:8.1f} | {wall0:8.1f} | "
+              f"{wall / wall0:5.2f} | {cpu:8.1f} | {cpu0:8.1f} | {cpu / cpu0:5.2f} |", flush=True)
+        return {"size": size, "variant": name, "seconds_per_epoch": epoch_images / wall, "images_per_s": wall,
+                "model_only_images_per_s": wall0, "ratio": wall / wall0, "images_per_cpu_s": cpu,
+                "model_only_images_per_cpu_s": cpu0, "cpu_ratio": cpu / cpu0}
+
+
+def bench_size(table: Table, size: int, args, data_root: Path) -> list[dict]:
+    """Measure every row of one input size (see the module docstring)."""
     import keras
 
     from trainer.training.config import load_train_config
     from trainer.training.distribute import setup_runtime
-    from trainer.training.train import build_training
+    from trainer.training.input_pipeline import BatchSequence, class_weights, load_images
+    from trainer.training.train import _augment_kwargs, augment_placement, build_training, train
 
-    cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
-                                                "jit_compile": jit})
-    plain_cfg = load_train_config("paper", overrides={"input_size": size, "width": width, "batch_size": batch,
-                                                      "jit_compile": jit, "augment.enabled": False})
-    cfg = cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"placement": "device"})})
-    runtime = setup_runtime(cfg)  # mixed precision on GPUs, as in `train`
-    fixed, on_device, in_pipeline = _sequences(size, batch, warmup + steps, workers)
-    augmented, _ = build_training(cfg, warmup + steps, runtime.accelerator)
-    plain, _ = build_training(plain_cfg, warmup + steps, runtime.accelerator)
-    variants = {"model-only": (plain, fixed), "e2e, aug on device": (augmented, on_device),
-                "e2e, aug in pipeline": (plain, in_pipeline)}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    for _ in range(rounds):  # interleaved rounds: a load change on a shared machine hits every variant alike
-        for name, (model, seq) in variants.items():
-            samples[name].append(_rates(model, seq, warmup, steps, batch))
-    rows = {name: tuple(float(np.median([s[i] for s in runs])) for i in (0, 1)) for name, runs in samples.items()}
+    epoch_images = args.steps * args.batch
+    folder = synthetic_folder(data_root, int(np.ceil(epoch_images / (1 - VAL_FRACTION))) + 4, size)
+    base = {"input_size": size, "width": args.width, "batch_size": args.batch, "jit_compile": args.jit,
+            "data.path": str(folder), "data.workers": args.workers, "data.val_fraction": VAL_FRACTION,
+            "name": f"bench_{size}"}
+    cfg = load_train_config("paper", overrides=base)
+    runtime = setup_runtime(cfg)
+    images = load_images(cfg.data, size, preload=True)
+    train_idx = images.indices("train")  # all of them, as `train` uses
+    steps = len(train_idx) // args.batch
+    if steps <= args.warmup:
+        raise SystemExit(f"only {len(train_idx)} training images at {size} px: raise --steps or lower --warmup")
+    epoch_images = steps * args.batch
+    print(f"  {size} px: {len(train_idx)} training images ({steps} steps of {args.batch}), "
+          f"{images.indices('val').size} validation images, {images.summary()['preloaded']}", flush=True)
+    weights = class_weights(images.labels[train_idx], cfg.class_weight)
+    placement = augment_placement(cfg, runtime.accelerator)
+    workers = cfg.data.worker_threads()
+    pipeline = BatchSequence(images, train_idx, args.batch, cfg.data.normalisation, weights, shuffle_seed=0,
+                             workers=workers, augment=_augment_kwargs(cfg) if placement == "pipeline" else None)
+    x0, y0, w0 = pipeline[0]
+
+    class Fixed(keras.utils.PyDataset):
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, i):
+            return x0, y0, w0
+
+    plain_cfg = load_train_config("paper", overrides={**base, "augment.enabled": False})
+    plain, _ = build_training(plain_cfg, steps, runtime.accelerator)
+    model, _ = build_training(cfg, steps, runtime.accelerator)  # with the augmentation layer if on the device
+    rows = []
+
+    def model_only() -> tuple[float, float]:
+        return _rates(plain, Fixed(), args.warmup, args.batch)
+
+    def median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+    runs = [model_only() for _ in range(args.rounds)]
+    rows.append(table.row(size, "model-only", epoch_images, median(runs), median(runs)))
+    pairs = [(_rates(model, pipeline, args.warmup, args.batch), model_only()) for _ in range(args.rounds)]
+    rows.append(table.row(size, f"fit over the pipeline (aug {placement or 'off'})", epoch_images,
+                          median([p for p, _ in pairs]), median([m for _, m in pairs])))
+    notes = []
+    for k in args.every:
+        windows = max(1, -(-args.timed_epochs // k))
+        epochs = k + windows * k  # untimed: epochs 1..k (compilation, the first validation's tracing)
+        run_cfg = load_train_config("paper", overrides={**base, "epochs": epochs, "validate_every": k,
+                                                         "checkpoint_every": k})
+        with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+            clock, started = _epoch_clock(between=model_only), time.perf_counter()
+            train(run_cfg, Path(tmp) / "run", verbose=0, callbacks=[clock], log=lambda line: None)
+            ended = time.perf_counter()
+            history = json.loads((Path(tmp) / "run" / "history.json").read_text())[k:]
+        periods, twins = clock.periods[k:], clock.twins[k:]
+        timed = len(periods)
+        rate = tuple(epoch_images * timed / max(1e-9, sum(p[i] for p in periods)) for i in (0, 1))
+        twin = tuple(epoch_images * timed / sum(epoch_images / t[i] for t in twins) for i in (0, 1))
+        rows.append(table.row(size, f"trainer, every {k} ({timed} epochs)", epoch_images, rate, twin))
+        in_fit = sum(h["train_seconds"] for h in history) / max(1e-9, sum(p[0] for p in periods))
+        notes.append(f"every {k}: {100 * (1 - in_fit):.1f} % of the timed epochs' wall time outside the fit loop "
+                     f"(validation, checkpoints, callbacks); {clock.first_end - started:.1f} s from the call to "
+                     f"the end of epoch 1 (loading, building, compiling), {ended - clock._resume[0]:.1f} s after "
+                     "the last epoch (final writes, plots, summary)")
+    for note in notes:
+        print(f"  {size} px, trainer {note}", flush=True)
     keras.backend.clear_session()
     return rows
 
@@ -164,30 +240,38 @@ def _machine() -> str:
             f"{keras.backend.backend()} ({devices})")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--width", type=float, default=0.125, help="channel multiplier (1.0 = paper net)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation) per variant")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
-    parser.add_argument("--workers", type=int, default=2, help="input-pipeline threads")
+    parser.add_argument("--steps", type=int, default=8, help="training steps per epoch")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each model-only/pipeline epoch")
+    parser.add_argument("--rounds", type=int, default=3, help="model-only repetitions; the median is reported")
+    parser.add_argument("--every", type=int, nargs="+", default=[1, 4],
+                        help="validate_every = checkpoint_every values of the trainer rows")
+    parser.add_argument("--timed-epochs", type=int, default=4, help="timed epochs per trainer row (at least)")
+    parser.add_argument("--workers", default="auto", help="data.workers: 'auto' (one per core) or a number")
     parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                         help="auto = as `train`: on for JAX and accelerators, off for TensorFlow on CPU")
+    parser.add_argument("--data-dir", default=None, help="where the synthetic folders and runs go (default: temp)")
     args = parser.parse_args(argv)
-    machine = _machine()
-    results = {s: bench_size(s, args.width, args.batch, args.steps, args.warmup, args.workers, args.jit, args.rounds)
-               for s in args.sizes}
-    print(f"\nmachine: {machine}")
-    print(f"width {args.width}, batch {args.batch}, median of {args.rounds} interleaved rounds of {args.steps} timed "
-          f"steps after {args.warmup} warm-up, {args.workers} input threads, jit {args.jit}\n")
-    print(f"| size | {'variant':<22} | images/s | vs model-only | images/CPU-s | vs model-only |")
-    print(f"|---:|{'-' * 24}|---:|---:|---:|---:|")
-    for size, rows in results.items():
-        wall0, cpu0 = rows["model-only"]
-        for name, (wall, cpu) in rows.items():
-            print(f"| {size} | {name:<22} | {wall:8.1f} | {wall / wall0:6.2f} | {cpu:8.1f} | {cpu / cpu0:6.2f} |")
+    args.workers = args.workers if args.workers == "auto" else int(args.workers)
+    from trainer.training.config import DataConfig
+
+    threads = DataConfig(workers=args.workers).worker_threads()
+    print(f"machine: {_machine()}", flush=True)
+    print(f"width {args.width}, batch {args.batch}, {args.steps} steps per epoch, data.workers {args.workers} "
+          f"({threads} threads), jit {args.jit}; model-only: median of {args.rounds} epochs after {args.warmup} "
+          f"warm-up steps; trainer rows: validate_every = checkpoint_every = k, seconds from one epoch end to "
+          f"the next after the first k epochs\n", flush=True)
+    table = Table()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+        root = Path(args.data_dir or tmp)
+        for size in args.sizes:
+            rows += bench_size(table, size, args, root)
+    return rows
 
 
 if __name__ == "__main__":

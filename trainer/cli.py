@@ -57,7 +57,8 @@ def prepare_cmd(source: str, out: str, size: int, workers: int, labels: str | No
               help="Override a field, e.g. --set width=0.25 --set data.path=../shared/data/eyepacs_256.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="Continue the run in this folder with its frozen config.")
+              help="Continue the run in this folder with its frozen config (--set may change epochs, "
+                   "time_budget_minutes, validate_every, checkpoint_every, data.workers, data.preload).")
 @click.option("--check-config", is_flag=True, help="Validate and print the config, then exit.")
 def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], run_dir: str | None,
               resume_dir: str | None, check_config: bool) -> None:
@@ -70,6 +71,8 @@ def train_cmd(preset: str, config_path: str | None, overrides: tuple[str, ...], 
             from trainer.training.train import load_run_config
 
             config = load_run_config(resume_dir)
+            if overrides:  # only RESUME_FIELDS may change; train() says so otherwise
+                config = load_train_config(None, Path(resume_dir) / "config.json", list(overrides))
         else:
             config = load_train_config(preset, config_path, list(overrides))
         if check_config:

@@ -178,7 +178,11 @@ def test_tiny_lite0_run_validates_per_source_and_exports_int8(two_sources, tmp_p
     assert not out.failures, out.failures
     report = out.results[0].report
     assert report["cam_corr_median"] >= report["tolerances"]["cam_corr_median_min"], report
-    assert report["prob_max_abs_diff"] < 0.02 and report["verdict_agreement"] == 1.0, report
+    assert report["prob_max_abs_diff"] < 0.02, report
+    # A 1-epoch model's probabilities sit near the threshold: only images within the measured difference of it may
+    # change verdict (seen here: 2 of 8 within 0.004 after a change of the training batches' order).
+    n = report["n_images"]
+    assert report["verdict_agreement"] >= 1.0 - report["verdict_near_threshold"] / n - 1e-9, report
     card = load_bundle(out.results[0].folder).card
     assert card.input.normalisation == "scale_127" and card.network.name == "cam_efficientnet_lite0"
     assert card.format == "int8" and card.network.parameters > 3_000_000

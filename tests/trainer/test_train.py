@@ -69,8 +69,9 @@ def test_an_existing_run_is_never_overwritten_and_resume_needs_the_same_config(t
     cfg = load_train_config("tiny", overrides={"data.path": str(synthetic_kaggle), "epochs": 2})
     with pytest.raises(ConfigError, match=r"already holds a run; pass --resume to continue it"):
         train(cfg, run_dir)
-    other = load_train_config("tiny", overrides={"data.path": str(synthetic_kaggle), "epochs": 3})
-    with pytest.raises(ConfigError, match=r"config differs from the one .* was started with"):
+    other = load_train_config("tiny", overrides={"data.path": str(synthetic_kaggle), "epochs": 2, "l2": 0.001})
+    with pytest.raises(ConfigError, match=r"config differs from the one .* was started with; resume with "
+                                          r"--resume .* alone .*, changing at most epochs, time_budget_minutes"):
         train(other, run_dir, resume=True)
     # Resuming a finished run trains nothing more and reports the same best epoch.
     again = train(cfg, run_dir, resume=True, log=lambda line: None)
@@ -111,3 +112,16 @@ def test_validate_run_reproduces_the_best_auc_and_supports_flip_tta(tf_run):
     assert (plain["images"], plain["tta_flip"], plain["which"]) == (4, False, "best")
     tta = validate_run(run_dir, tta_flip=True)
     assert tta["tta_flip"] and 0.0 <= tta["auc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_cli_resume_may_change_only_the_run_control_fields(tf_run):
+    from click.testing import CliRunner
+
+    from trainer.cli import cli
+
+    run_dir, _, _ = tf_run
+    bad = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), "--set", "width=0.5"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "changing at most epochs, time_budget_minutes, validate_every, checkpoint_every" in bad.output
+    assert json.loads((run_dir / "config.json").read_text())["width"] == 0.0625  # the frozen config is kept

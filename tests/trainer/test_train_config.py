@@ -65,6 +65,16 @@ def test_toml_file_is_merged_over_the_preset(tmp_path):
                                          "num_devices 4"),
     (["data.normalisation=clahe"], "field 'data.normalisation' is invalid (Input should be 'per_image', "
                                    "'local_contrast' or 'scale_127'"),
+    (["data.workers=many"], "field 'data.workers' is invalid (must be 'auto' (one thread per CPU core) or a whole "
+                            "number of threads from 0 to 256, got 'many')"),
+    (["data.workers=-2"], "field 'data.workers' is invalid (must be 'auto' (one thread per CPU core) or a whole "
+                          "number of threads from 0 to 256, got -2)"),
+    (["data.workers=true"], "field 'data.workers' is invalid (must be 'auto' (one thread per CPU core) or a whole "
+                            "number of threads from 0 to 256, got True)"),
+    (["data.preload=yes"], "field 'data.preload' is invalid (Input should be 'auto', 'float32', 'float16' or 'off'"),
+    (["validate_every=0"], "field 'validate_every' is invalid (Input should be greater than or equal to 1"),
+    (["checkpoint_every=1.5"], "field 'checkpoint_every' is invalid (Input should be a valid integer"),
+    (["time_budget_minutes=0"], "field 'time_budget_minutes' is invalid (Input should be greater than 0"),
 ])
 def test_invalid_values_name_the_field_and_the_reason(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -99,3 +109,15 @@ def test_cli_check_config_prints_the_config_or_fails_before_any_work():
     assert bad.exit_code != 0
     assert "field 'width' is invalid (Input should be greater than 0" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_pipeline_and_epoch_end_defaults_and_workers_sized_to_the_cores():
+    import os
+
+    cfg = load_train_config("paper")
+    assert cfg.data.workers == "auto" and cfg.data.preload == "auto"
+    assert cfg.data.worker_threads() == len(os.sched_getaffinity(0))  # the cores this process may use
+    assert (cfg.validate_every, cfg.checkpoint_every) == (1, 1)  # the paper validates every epoch
+    fixed = load_train_config("paper", overrides=["data.workers=3", "validate_every=5", "checkpoint_every=10"])
+    assert fixed.data.worker_threads() == 3 and (fixed.validate_every, fixed.checkpoint_every) == (5, 10)
+    assert load_train_config("tiny").data.worker_threads() == 0  # tests: batches made in the training loop

@@ -78,6 +78,9 @@ def parity_report(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.nda
         "region_iou_median": float(np.median(ious)),
         "region_iou_worst": float(np.min(ious)),
         "verdict_agreement": float(np.mean((pk >= decision_threshold) == (pt >= decision_threshold))),
+        # images whose Keras probability is within the largest Keras-TFLite difference of the threshold: the
+        # only ones whose verdict the measured difference can flip
+        "verdict_near_threshold": int(np.sum(np.abs(pk - decision_threshold) <= np.max(np.abs(pk - pt)))),
         "tolerances": {"auc_diff_max": AUC_DIFF_MAX, "cam_corr_median_min": CAM_CORR_MEDIAN_MIN},
     }
     report["failures"] = parity_failures(report)

@@ -18,35 +18,44 @@ from keras import layers, ops
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, brightness: float = 0.2, contrast: float = 0.2,
-                  rotation_deg: float = 180.0, hflip: bool = True, vflip: bool = True) -> np.ndarray:
+                  rotation_deg: float = 180.0, hflip: bool = True, vflip: bool = True,
+                  fov: np.ndarray | None = None) -> np.ndarray:
     """The augmentation of :class:`FundusAugment`, with OpenCV on the host (the ``pipeline`` placement).
+
+    Per image: contrast factor and brightness shift inside the FOV, then the flips and the rotation as one
+    ``cv2.warpAffine`` (flip then rotate, composed into one matrix: one resampling pass, no flipped copy).
 
     Args:
         images: float32 (N, S, S, 3) standardised images (0 outside the FOV).
         rng: the random generator (seeded per epoch and batch by the input pipeline).
         brightness, contrast, rotation_deg, hflip, vflip: as :class:`FundusAugment`.
+        fov: bool (N, S, S) field-of-view masks (the input pipeline keeps them with the preloaded images);
+            None = the non-zero pixels (what the device layer uses; costs about half of the work at 256 px).
 
     Returns:
         float32 (N, S, S, 3) augmented images.
     """
-    out = np.empty_like(images, dtype=np.float32)
+    out = np.empty(images.shape, np.float32)
     height, width = images.shape[1:3]
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
-    for i, image in enumerate(images):
-        fov = np.any(image != 0, axis=-1, keepdims=True)
+    for i in range(images.shape[0]):
+        image = images[i]
         shift = rng.uniform(-brightness, brightness)
         factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
-        image = (image * factor + shift) * fov if (brightness > 0 or contrast > 0) else image
-        if hflip and rng.random() < 0.5:
-            image = image[:, ::-1]
-        if vflip and rng.random() < 0.5:
-            image = image[::-1]
-        image = np.ascontiguousarray(image, np.float32)
-        if rotation_deg > 0:
-            matrix = cv2.getRotationMatrix2D(centre, rng.uniform(-rotation_deg, rotation_deg), 1.0)
-            image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out[i] = image
+        if brightness > 0 or contrast > 0:  # = (image * factor + shift) * fov, as the image is 0 outside the FOV
+            mask = fov[i] if fov is not None else np.any(image != 0, axis=-1)
+            image = image * np.float32(factor)
+            image += (np.float32(shift) * mask)[..., None]
+        flip_h = hflip and rng.random() < 0.5
+        flip_v = vflip and rng.random() < 0.5
+        if rotation_deg <= 0:
+            out[i] = image[::-1 if flip_v else 1, ::-1 if flip_h else 1]
+            continue
+        flip = np.array([[-1.0 if flip_h else 1.0, 0.0, width - 1.0 if flip_h else 0.0],
+                         [0.0, -1.0 if flip_v else 1.0, height - 1.0 if flip_v else 0.0], [0.0, 0.0, 1.0]])
+        rotate = cv2.getRotationMatrix2D(centre, rng.uniform(-rotation_deg, rotation_deg), 1.0)
+        cv2.warpAffine(np.ascontiguousarray(image, np.float32), rotate @ flip, (width, height), dst=out[i],
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out
 
 

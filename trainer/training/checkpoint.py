@@ -48,12 +48,22 @@ class TrainingCheckpoint:
 
     def save(self, model, optimizer, state: dict) -> None:
         """Write all variables and ``state`` (JSON-serialisable) atomically."""
+        self.write(self.snapshot(model, optimizer, state))
+
+    def snapshot(self, model, optimizer, state: dict) -> dict[str, np.ndarray]:
+        """Copies of every variable and of ``state`` now, for :meth:`write` (in another thread while training goes
+        on: later steps do not change the copies)."""
         variables = self._variables(model, optimizer)
-        arrays = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v) for i, v in enumerate(variables)}
+        arrays = {f"v{i:05d}": np.array(v.numpy() if hasattr(v, "numpy") else v, copy=True)
+                  for i, v in enumerate(variables)}
         meta = {"format": FORMAT_VERSION, "paths": [v.path for v in variables], "state": state}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+        return arrays
+
+    def write(self, snapshot: dict[str, np.ndarray]) -> None:
+        """Write a :meth:`snapshot` atomically (temporary file, fsync, rename)."""
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **snapshot)
         write_atomic(self.path, buffer.getvalue())
 
     def read_state(self) -> dict:

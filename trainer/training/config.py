@@ -10,6 +10,7 @@ stay so; ``improved`` collects the changes measured to help on small data; ``tin
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from device.model.card import CAM_STRIDE
 from device.preprocess import InputNormalisation
 
 PRESETS_DIR = Path(__file__).with_name("presets")
+MAX_WORKERS = 256
 
 
 class _Strict(BaseModel):
@@ -61,8 +63,32 @@ class DataConfig(_Strict):
         "per_image", description="device.preprocess.standardise method: 'per_image' mean/std inside the FOV (the "
         "paper); 'local_contrast': Ben Graham's 4*img - 4*blur(img, size/30) + 128, then standardised; "
         "'scale_127': (rgb - 127) / 128, the input of the ImageNet EfficientNet-Lite weights")
-    workers: int = Field(1, ge=0, le=64, description="background threads that read and standardise batches "
-                                                    "(0 = in the training loop)")
+    workers: int | Literal["auto"] = Field(
+        "auto", description="background threads that make batches (gather, standardise if not preloaded, augment "
+        "in the pipeline) and load the images: 'auto' = one per CPU core this process may use; 0 or 1 = in the "
+        "training loop's own thread")
+    preload: Literal["auto", "float32", "float16", "off"] = Field(
+        "auto", description="standardise every image once when the data is loaded and keep the result in memory "
+        "('float32', or 'float16' at half the memory, about 1e-3 relative rounding); 'off' = standardise each "
+        "batch; 'auto' = float32 when it takes at most half of the available memory, else float16 when that "
+        "fits, else off")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> int | str:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WORKERS):
+            return value
+        raise ValueError(f"must be 'auto' (one thread per CPU core) or a whole number of threads from 0 to "
+                         f"{MAX_WORKERS}, got {value!r}")
+
+    def worker_threads(self) -> int:
+        """``workers`` as a number: ``auto`` = the CPU cores this process may run on (its affinity mask)."""
+        if self.workers != "auto":
+            return int(self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     @field_validator("sources")
     @classmethod
@@ -126,8 +152,15 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop when validation AUC has not improved for this many epochs; None = never")
     time_budget_minutes: float | None = Field(
-        None, gt=0.0, description="stop after the first epoch that ends past this many minutes of training "
-        "(CPU-sized runs); None = no limit")
+        None, gt=0.0, description="wall-clock minutes for the whole run (loading, compiling, training, validation "
+        "and checkpoints; summed over resumed sessions up to their last checkpoint): no epoch is started that is "
+        "not expected to end, with its validation and checkpoint, inside it (at least one epoch runs); None = no "
+        "limit")
+    validate_every: int = Field(
+        1, ge=1, le=10_000, description="validate (AUC, best weights) after every k-th epoch and after the last one")
+    checkpoint_every: int = Field(
+        1, ge=1, le=10_000, description="write the resume checkpoint and last weights after every k-th epoch, after "
+        "the last one and after every new best validation AUC (a kill loses at most k-1 epochs)")
     tta_flip: bool = Field(False, description="validate on the mean of the image and its horizontal flip")
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()

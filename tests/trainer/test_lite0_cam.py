@@ -32,6 +32,26 @@ def test_cam_is_the_dense_kernel_over_stride_16_features():
     np.testing.assert_allclose(out["probs"], expected / expected.sum(-1, keepdims=True), atol=1e-5)
 
 
+def test_stride_8_takes_the_stride_16_weights_and_doubles_the_cam_resolution(tmp_path):
+    # bench/lite0_stride.py evaluates a run's stride-16 weights at stride 8: dilation keeps every kernel's shape
+    coarse = build_lite0_cam_model(64, pretrained=False)
+    coarse.save_weights(tmp_path / "os16.weights.h5")
+    fine = build_lite0_cam_model(64, pretrained=False, output_stride=8)
+    fine.load_weights(tmp_path / "os16.weights.h5")
+    for a, b in zip(coarse.weights, fine.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    def dilation(model, block):
+        return model.get_layer(f"block{block}_depthwise_conv").dilation_rate
+
+    # the stride-2 stage into 1/16 (blocks 5-7) now runs at stride 1, so everything after it is dilated twice as much
+    assert [dilation(coarse, b) for b in (5, 6, 12, 15)] == [(1, 1), (1, 1), (2, 2), (2, 2)]
+    assert [dilation(fine, b) for b in (5, 6, 12, 15)] == [(1, 1), (2, 2), (4, 4), (4, 4)]
+    x = np.random.default_rng(1).normal(size=(1, 64, 64, 3)).astype("float32")
+    assert fine.predict(x, verbose=0)["cam"].shape == (1, 8, 8)  # 64 px / 8
+    with pytest.raises(ValueError, match="output_stride"):
+        build_lite0_cam_model(64, pretrained=False, output_stride=32)
+
+
 def test_freezing_and_frozen_batch_norm():
     import keras
 

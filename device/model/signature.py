@@ -64,6 +64,10 @@ PROJECT_PUBLIC_KEY = "poFHbQnRACa2zOs8UW3MgVkoNjzCbqZdBkm/muERd5A="  # key id f8
 # (docs/model_updates.md, "Rotating a key").
 PROJECT_KEY_NAME_B = "dr-cam-project-2026b"
 PROJECT_PUBLIC_KEY_B = "pWwbIe9thfaQ6aI/QVbLxfiDi9/Tw+d/KqEc1WEZPKE="  # key id bf9f6482450b6481
+# The third (2026-12-04): the second one's private half went the same way (lost with its machine, not leaked);
+# bundles signed from 2026-12-04 on use this one, the older two stay trusted so that their bundles keep loading.
+PROJECT_KEY_NAME_C = "dr-cam-project-2026c"
+PROJECT_PUBLIC_KEY_C = "l8xkyhO3v65Qtbv6uDJR4qYHtH8B+7yjG5x6AipfAuE="  # key id 5e3d0ef060250ead
 
 
 class SignatureError(ModelError):
@@ -120,6 +124,7 @@ def key_id_of(raw_public_key: bytes) -> str:
 PROJECT_KEYS = (
     TrustedKey(name=PROJECT_KEY_NAME, public_key=PROJECT_PUBLIC_KEY),
     TrustedKey(name=PROJECT_KEY_NAME_B, public_key=PROJECT_PUBLIC_KEY_B),
+    TrustedKey(name=PROJECT_KEY_NAME_C, public_key=PROJECT_PUBLIC_KEY_C),
 )
 
 

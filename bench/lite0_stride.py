@@ -22,48 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.evaluate import EvaluationConfig
-from trainer.evaluate.predictors import ModelPredictor, run_details, run_threshold
+from trainer.evaluate.predictors import keras_run_predictor
 from trainer.evaluate.runner import evaluate_diaretdb1
 
 REAL_ROOT = REPO.parent / "shared" / "data" / "diaretdb1"
 STRIDES = (16, 8)
 TYPES = ("haemorrhages", "hard_exudates", "soft_exudates", "red_small_dots")
-
-
-def stride_predictor(run_dir: Path, which: str, output_stride: int) -> ModelPredictor:
-    """The run's Lite0 CAM model rebuilt at ``output_stride`` with the run's own weights."""
-    import keras
-
-    from trainer.model import LITE0_BACKBONE, build_lite0_cam_model
-    from trainer.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
-    from trainer.training.train import load_run_config
-
-    cfg = load_run_config(run_dir)
-    if cfg.backbone != LITE0_BACKBONE:
-        raise SystemExit(f"{run_dir} trained the {cfg.backbone!r} network; this comparison needs a Lite0 run "
-                         "(--preset lite0).")
-    weights = run_dir / {"best": BEST_WEIGHTS, "last": LAST_WEIGHTS}[which]
-    if not weights.is_file():
-        raise SystemExit(f"{run_dir} has no {weights.name} yet; wait for its first epoch to finish.")
-    keras.config.set_dtype_policy("float32")
-    model = build_lite0_cam_model(cfg.input_size, l2=cfg.l2, freeze_blocks=cfg.freeze_blocks, bn=cfg.backbone_bn,
-                                  pretrained=False, output_stride=output_stride)
-    model.load_weights(weights)
-
-    def model_fn(image: np.ndarray) -> tuple[float, np.ndarray]:
-        out = model(image[None].astype(np.float32), training=False)
-        return float(np.asarray(out["probs"])[0, 1]), np.asarray(out["cam"], np.float32)[0]
-
-    threshold, source = run_threshold(run_dir)
-    details = run_details(run_dir, which, cfg) | {"output_stride": output_stride}
-    return ModelPredictor(model_fn, cfg.input_size, f"{run_dir.resolve().name}-{which}-os{output_stride}", threshold,
-                          source, cfg.data.normalisation, details)
 
 
 def _ci(value, ci) -> str:
@@ -83,10 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "diaretdb1_v_1_1").is_dir():
         print(f"{args.data} has no diaretdb1_v_1_1/; pass --data with the DiaretDB1 folder.", file=sys.stderr)
         return 2
+    from trainer.model import LITE0_BACKBONE
+    from trainer.training.train import load_run_config
+
+    backbone = load_run_config(args.run_dir).backbone
+    if backbone != LITE0_BACKBONE:
+        print(f"{args.run_dir} trained the {backbone!r} network; this comparison needs a Lite0 run (--preset lite0).",
+              file=sys.stderr)
+        return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="lite0_stride_"))
     rows = []
     for stride in STRIDES:
-        predictor = stride_predictor(args.run_dir, args.which, stride)
+        predictor = keras_run_predictor(args.run_dir, args.which, output_stride=stride)
         started = time.perf_counter()
         result = evaluate_diaretdb1(args.data, predictor, out / f"os{stride}", EvaluationConfig(), n_overlays=6,
                                     progress=False)

@@ -194,13 +194,17 @@ def build_lite0_cam_model(input_size: int = 512, l2: float = 0.0, freeze_blocks:
 
 
 def build_network(backbone: str, input_size: int, width: float = 1.0, l2: float = PAPER_L2, freeze_blocks: int = 0,
-                  bn: str = "train", pretrained: bool = True) -> keras.Model:
+                  bn: str = "train", pretrained: bool = True, output_stride: int = CAM_STRIDE) -> keras.Model:
     """The CAM network a training config names: the paper's (``"paper"``, at ``width``) or the pretrained Lite0.
 
-    ``pretrained`` only matters for Lite0 (False: random weights, to be replaced by a run's own).
+    ``pretrained`` only matters for Lite0 (False: random weights, to be replaced by a run's own); so does
+    ``output_stride`` (see :func:`build_lite0_cam_model`; the paper's network has stride 16 only).
     """
     if backbone == "paper":
+        if output_stride != CAM_STRIDE:
+            raise ValueError(f"the paper's network has output stride {CAM_STRIDE} only, got {output_stride}")
         return build_cam_model(input_size, width, name="cam_net", l2=l2)
     if backbone == LITE0_BACKBONE:
-        return build_lite0_cam_model(input_size, l2=l2, freeze_blocks=freeze_blocks, bn=bn, pretrained=pretrained)
+        return build_lite0_cam_model(input_size, l2=l2, freeze_blocks=freeze_blocks, bn=bn, pretrained=pretrained,
+                                     output_stride=output_stride)
     raise ValueError(f"Unknown backbone {backbone!r}; use one of {', '.join(BACKBONES)}.")

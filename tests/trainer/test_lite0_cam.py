@@ -40,6 +40,7 @@ def test_stride_8_takes_the_stride_16_weights_and_doubles_the_cam_resolution(tmp
     fine.load_weights(tmp_path / "os16.weights.h5")
     for a, b in zip(coarse.weights, fine.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
     def dilation(model, block):
         return model.get_layer(f"block{block}_depthwise_conv").dilation_rate
 

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from device.errors import ConfigError, ModelError
+from device.model.card import CAM_STRIDE
 from device.preprocess import preprocess
 from device.regions import cam_to_original
 
@@ -109,19 +110,20 @@ def run_threshold(run_dir: str | Path) -> tuple[float, str]:
                                  f"(val_predictions.csv), as `trainer export` chooses it")
 
 
-def keras_run_predictor(run_dir: str | Path, which: str = "best",
-                        threshold: float | str = "auto") -> ModelPredictor:
+def keras_run_predictor(run_dir: str | Path, which: str = "best", threshold: float | str = "auto",
+                        output_stride: int = CAM_STRIDE) -> ModelPredictor:
     """A training run folder's model (``trainer.training.train.load_run_model``) as a predictor.
 
     Args:
         run_dir: ``runs/<name>`` written by ``python -m trainer train``.
         which: ``"best"`` (best validation AUC) or ``"last"`` weights.
         threshold: ``"auto"`` (:func:`run_threshold`) or a number in (0, 1).
+        output_stride: 16 as trained; 8 runs a Lite0 run's weights one stage finer (``bench/lite0_stride.py``).
     """
     from trainer.training.train import load_run_config, load_run_model  # imports Keras: only when a Keras model is used
 
     cfg = load_run_config(run_dir)
-    model = load_run_model(run_dir, which)
+    model = load_run_model(run_dir, which, output_stride)
 
     def model_fn(image: np.ndarray) -> tuple[float, np.ndarray]:
         out = model(image[None].astype(np.float32), training=False)
@@ -132,8 +134,10 @@ def keras_run_predictor(run_dir: str | Path, which: str = "best",
     else:
         value, source = float(threshold), "given on the command line"
     name = Path(run_dir).resolve().name
-    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", value, source, cfg.data.normalisation,
-                          run_details(run_dir, which, cfg))
+    details = run_details(run_dir, which, cfg)
+    if output_stride != CAM_STRIDE:
+        name, details = f"{name}-os{output_stride}", details | {"output_stride": output_stride}
+    return ModelPredictor(model_fn, cfg.input_size, f"{name}-{which}", value, source, cfg.data.normalisation, details)
 
 
 def run_details(run_dir: str | Path, which: str, cfg) -> dict:

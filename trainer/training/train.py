@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from device.errors import ConfigError
+from device.model.card import CAM_STRIDE
 from trainer import module_available
 from trainer.model import build_network
 from trainer.training.augment import FundusAugment
@@ -251,8 +252,10 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     return load_train_config(preset=None, path=path)
 
 
-def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
+def load_run_model(run_dir: str | Path, which: str = "best", output_stride: int = CAM_STRIDE) -> keras.Model:
     """Rebuild a run's CAM model (float32) and load its ``best`` or ``last`` weights.
+
+    ``output_stride`` 8 rebuilds a Lite0 run one stage finer around the same weights (``bench/lite0_stride.py``).
 
     Returns:
         The model of :func:`trainer.model.build_network` with outputs ``{"probs", "cam"}``.
@@ -268,7 +271,7 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> keras.Model:
     keras.config.set_dtype_policy("float32")
     try:
         model = build_network(cfg.backbone, cfg.input_size, cfg.width, cfg.l2, cfg.freeze_blocks, cfg.backbone_bn,
-                              pretrained=False)  # the run's own weights replace them
+                              pretrained=False, output_stride=output_stride)  # the run's own weights replace them
     finally:
         keras.config.set_dtype_policy(policy)
     model.load_weights(weights)

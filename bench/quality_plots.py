@@ -26,8 +26,10 @@ def _hist(ax, values, label, colour, bins, dashed=False):
 
 
 def plot_all(rows: list[dict], thresholds: dict[str, float], score: GradabilityScore, oof: np.ndarray,
-             scored: list[dict], folder: Path) -> list[Path]:
-    """Write quality_<metric>.png per check and quality_score.png into ``folder``; returns the paths."""
+             scored: list[dict], folder: Path, checks: bool = True, score_file: str = "quality_score.png",
+             score_title: str = "Quality gate: gradability score") -> list[Path]:
+    """Write quality_<metric>.png per check (unless ``checks`` is False) and the score's plot into ``folder``;
+    returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +38,7 @@ def plot_all(rows: list[dict], thresholds: dict[str, float], score: GradabilityS
     folder.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if not r["error"]]
     paths = []
-    for field, metric, side, kind, log in RULES:
+    for field, metric, side, kind, log in RULES if checks else ():
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
         values = [r[metric] for r in ok]
         lo, hi = max(min(values), 1e-4) if log else min(values), max(values)
@@ -67,9 +69,9 @@ def plot_all(rows: list[dict], thresholds: dict[str, float], score: GradabilityS
     ax.set_xlabel("learned score, logit of P(ungradable), out-of-fold (photographs the checks pass)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("Quality gate: gradability score", fontsize=10)
+    ax.set_title(score_title, fontsize=10)
     fig.tight_layout()
-    paths.append(folder / "quality_score.png")
+    paths.append(folder / score_file)
     fig.savefig(paths[-1])
     plt.close(fig)
     return paths

@@ -1,6 +1,7 @@
 """Screening one photograph, as pure functions between typed values (no state, no I/O).
 
-photograph (RGB uint8) → preprocess (FOV crop at the model's size) → quality gate → inference → regions →
+photograph (RGB uint8) → preprocess (FOV crop at the model's size) → inference → quality gate (with the
+model's gradability head, when its bundle has one) → regions →
 frozen :class:`device.result.ScreeningResult` with per-stage timings and the model id. Only the kiosk loop holds
 state (retakes, patients, records).
 
@@ -84,15 +85,17 @@ def screen_frame(rgb: np.ndarray, model: ScreeningModel, gate: QualityGate,
     timings["preprocess"] = _ms(t)
 
     t = time.perf_counter()
-    report = gate.assess(rgb, pre)
-    timings["gate"] = _ms(t)
-
-    t = time.perf_counter()
     prediction = model.predict(pre.image)
     prob = float(prediction.prob_referable)
     if not np.isfinite(prob) or not 0.0 <= prob <= 1.0:
         raise ModelError(f"The model returned an invalid probability ({prob}): check the model bundle.")
     timings["inference"] = _ms(t)
+
+    # The gate runs after inference so that a bundle's gradability head can read the network's pooled features.
+    t = time.perf_counter()
+    head = contract.gradability if gate.cfg.use_model_head else None
+    report = gate.assess(rgb, pre, features=prediction.features, score=head)
+    timings["gate"] = _ms(t)
 
     t = time.perf_counter()
     if not report.gradable:

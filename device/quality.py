@@ -10,7 +10,10 @@ to 256 px so they do not depend on the camera, the resolution or the model):
 * contrast: detail relative to the local brightness (a fogged lens or a cataract flattens it),
 * focus: fine detail relative to coarse detail of the same photograph,
 * then a learned gradability score on all the metrics (device.quality_score), which catches what experts reject
-  for several milder reasons at once; its reason is the check whose metrics push the score up most.
+  for several milder reasons at once; its reason is the check whose metrics push the score up most. A model
+  bundle may carry its own gradability head (the same score with the screening network's pooled features as
+  more inputs, fitted for that network); the pipeline then passes it and the features, and it replaces the
+  gate's score.
 
 The thresholds and the score are fitted by ``bench/calibrate_quality.py`` by cross-validation on expert-graded
 photographs (EyeQ) and photographs of three other cameras, and ship in device/quality_calibration.json;
@@ -91,6 +94,8 @@ class QualityConfig(BaseModel):
                              description="fine / coarse detail energy of the green channel")
     max_score: float = Field(_CAL.score.threshold, ge=0, le=1,
                              description="learned P(ungradable) above which the photograph is refused; 1 = off")
+    use_model_head: bool = Field(True, description="use the model bundle's gradability head (its card) instead of "
+                                                   "the gate's own score when the bundle has one")
     max_retakes: int = Field(2, ge=0, le=10, description="retakes allowed before the eye is 'ungradable -> refer'")
 
 
@@ -101,12 +106,17 @@ class QualityGate:
         self.cfg = cfg or QualityConfig()
         self.score = score or _CAL.score
 
-    def failures(self, m: dict[str, float], input_size: int = GATE_SIZE) -> list[str]:
+    def failures(self, m: dict[str, float], input_size: int = GATE_SIZE, features: np.ndarray | None = None,
+                 score: GradabilityScore | None = None) -> list[str]:
         """The keys of ``REASONS`` whose check fails for metrics ``m``, in the order a nurse should fix them.
 
         Args:
             m: metrics from :func:`measure` (``score`` is added to it when the learned score runs).
             input_size: the model's input size in pixels (the resolution check is relative to it).
+            features: the screening model's pooled features (``Prediction.features``), for ``score``.
+            score: a model bundle's gradability head (``ModelContract.gradability``), used with its own threshold
+                instead of the gate's score; None: the gate's score and ``max_score``. ``max_score`` 1 turns
+                both off.
         """
         c, out = self.cfg, []
         if m["fov_diameter_px"] < c.min_resolution_ratio * input_size:
@@ -136,24 +146,28 @@ class QualityGate:
             if soft and not flat and "dark" not in out:
                 out.append("focus")
         if not out and c.max_score < 1:
-            p, reason = self.score.evaluate(m)
+            head = score if score is not None else self.score
+            p, reason = head.evaluate(m, features)
             m["score"] = p
-            if p > c.max_score:
+            if p > (head.threshold if score is not None else c.max_score):
                 out.append(reason)
         return out
 
-    def assess(self, rgb: np.ndarray, pre: PreprocessedImage) -> QualityReport:
+    def assess(self, rgb: np.ndarray, pre: PreprocessedImage, features: np.ndarray | None = None,
+               score: GradabilityScore | None = None) -> QualityReport:
         """Decide whether a preprocessed photograph is gradable.
 
         Args:
             rgb: the original photograph.
             pre: its preprocessing at the model's input size.
+            features, score: a model bundle's gradability head and the model's pooled features of this
+                photograph (see :meth:`failures`); None: the gate's own score.
 
         Returns:
             A :class:`device.result.QualityReport`.
         """
         metrics = measure(rgb, pre)
-        keys = self.failures(metrics, input_size=pre.geometry.size)
+        keys = self.failures(metrics, input_size=pre.geometry.size, features=features, score=score)
         return QualityReport(gradable=not keys, reasons=tuple(REASONS[k] for k in keys), metrics=metrics)
 
     @staticmethod

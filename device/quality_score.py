@@ -18,11 +18,12 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import first_error_sentence
 from device.atomic import read_regular
-from device.errors import ConfigError
+from device.errors import ConfigError, ModelError
 
 CALIBRATION_FILE = Path(__file__).with_name("quality_calibration.json")
 SCHEMA_VERSION = 1
@@ -46,22 +47,66 @@ class ScoreFeature(BaseModel):
         return self.coef * (x - self.mean) / self.scale
 
 
+def pool_mean_std(maps: list[np.ndarray]) -> np.ndarray:
+    """Per-channel mean and standard deviation of each feature map (H, W, C) (or (1, H, W, C)), concatenated in
+    order as [mean_1, std_1, mean_2, std_2, ...]: the input of a bundle's gradability head."""
+    parts = []
+    for m in maps:
+        a = np.asarray(m, np.float32)
+        a = a.reshape(-1, a.shape[-1])
+        parts += [a.mean(axis=0), a.std(axis=0)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+class EmbeddingTerm(BaseModel):
+    """The screening network's own feature maps as more inputs of the score (a model bundle's gradability head).
+
+    The inputs are named outputs of the bundle's model (``trainer/export/features.py``), each a (1, H, W, C) map
+    pooled by :func:`pool_mean_std`. Their share of the logit is ``weights . pooled + offset``: the standardisation
+    of each pooled value is folded into its weight and the offset, so the card carries one number per value.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    inputs: tuple[str, ...] = Field(min_length=1, max_length=16, description="model outputs (feature maps) read")
+    pooling: Literal["mean_std"] = "mean_std"
+    weights: tuple[float, ...] = Field(min_length=1, max_length=8192)
+    offset: float
+
+    def contribution(self, features: np.ndarray) -> float:
+        """This term's share of the logit for one photograph's pooled features."""
+        x = np.asarray(features, np.float64).reshape(-1)
+        if x.shape[0] != len(self.weights):
+            raise ModelError(f"The model's pooled features have {x.shape[0]} values but its gradability head "
+                             f"expects {len(self.weights)}: the model card does not match the model file.")
+        return float(np.dot(np.asarray(self.weights, np.float64), x)) + self.offset
+
+
 class GradabilityScore(BaseModel):
-    """A logistic regression on gate metrics: P(ungradable) = sigmoid(intercept + sum of contributions)."""
+    """A logistic regression on gate metrics: P(ungradable) = sigmoid(intercept + sum of contributions).
+
+    With an ``embedding`` term (a model bundle's gradability head, device/model/card.py) the pooled feature maps
+    of the screening network add to the logit; the reason shown is still that of the metrics which raise the score most,
+    so the nurse always reads what to fix.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     features: tuple[ScoreFeature, ...] = Field(min_length=1)
     intercept: float
     threshold: float = Field(gt=0, lt=1, description="ungradable when P(ungradable) is above this")
+    embedding: EmbeddingTerm | None = Field(None, description="pooled feature-map weights (model bundles only)")
 
-    def evaluate(self, metrics: dict[str, float]) -> tuple[float, str]:
+    def evaluate(self, metrics: dict[str, float], features: np.ndarray | None = None) -> tuple[float, str]:
         """P(ungradable) of one photograph, and the reason key of the features that raise it most.
 
         Args:
             metrics: the photograph's metrics (device.quality_metrics.measure).
+            features: the model's pooled feature maps (:func:`pool_mean_std`); required with an ``embedding``.
 
         Returns:
             (probability 0..1, reason key).
+
+        Raises:
+            ModelError: the score needs pooled features and none (or the wrong number) were given.
         """
         by_reason: dict[str, float] = {}
         logit = self.intercept
@@ -69,6 +114,11 @@ class GradabilityScore(BaseModel):
             c = f.contribution(float(metrics[f.name]))
             logit += c
             by_reason[f.reason] = by_reason.get(f.reason, 0.0) + c
+        if self.embedding is not None:
+            if features is None:
+                raise ModelError("The gradability head needs the model's pooled features, which the model did not "
+                                 "return: re-export the bundle with `python -m trainer export`.")
+            logit += self.embedding.contribution(features)
         p = 1.0 / (1.0 + math.exp(-min(max(logit, -60.0), 60.0)))
         return p, max(by_reason, key=by_reason.__getitem__)
 

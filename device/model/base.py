@@ -16,6 +16,7 @@ import numpy as np
 
 from device.errors import ModelError
 from device.preprocess import NORMALISATIONS, InputNormalisation
+from device.quality_score import GradabilityScore
 from device.regions import CARD_CAM_NORMALISATIONS, CardCAMNormalisation
 
 
@@ -30,6 +31,7 @@ class ModelContract:
         decision_threshold: referable when the referable probability is >= this (0..1).
         region_threshold: region threshold on the [0, 1]-normalised CAM (``device.regions``).
         region_normalisation: how ``device.regions`` normalises the CAM before that threshold.
+        gradability: the bundle's gradability head (metrics + pooled features), or None: the gate's own score.
 
     Raises:
         ModelError: the card asks for a normalisation this unit does not implement.
@@ -41,6 +43,7 @@ class ModelContract:
     decision_threshold: float
     region_threshold: float
     region_normalisation: CardCAMNormalisation = "max"
+    gradability: GradabilityScore | None = None
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS or self.region_normalisation not in CARD_CAM_NORMALISATIONS:
@@ -56,11 +59,14 @@ class Prediction:
         prob_referable: softmax probability of the referable class, 0..1.
         probs: float32 (2,) softmax over the card's class names [non-referable, referable].
         cam: float32 (S/16, S/16) class activation map of the card's CAM class, at feature resolution.
+        features: float32 pooled feature maps (``device.quality_score.pool_mean_std``) for the bundle's gradability
+            head; None when the model has none.
     """
 
     prob_referable: float
     probs: np.ndarray
     cam: np.ndarray
+    features: np.ndarray | None = None
 
 
 class ScreeningModel(Protocol):

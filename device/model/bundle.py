@@ -32,6 +32,7 @@ from device.model.compat import check_compatible
 from device.model.runtime import LiteRTRuntime
 from device.model.signature import PROJECT_KEYS, SignatureCheck, TrustedKey, check_signature
 from device.preprocess import standardise
+from device.quality_score import pool_mean_std
 
 MODELS_ROOT = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the id (folder name) of the unit's default bundle
@@ -262,7 +263,9 @@ class ModelBundle:
         """
         out = self.runtime.run(image)
         probs = out["probs"].reshape(2)
-        return Prediction(prob_referable=float(probs[1]), probs=probs, cam=out["cam"])
+        head = self.card.gradability
+        features = pool_mean_std([out[n] for n in head.score.embedding.inputs]) if head is not None else None
+        return Prediction(prob_referable=float(probs[1]), probs=probs, cam=out["cam"], features=features)
 
     def selftest(self) -> dict[str, float]:
         """Re-run the bundled synthetic crops (standardised here, as the unit does) and compare with the outputs

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from device.model.base import ModelContract
 from device.notice import INTENDED_USE
 from device.preprocess import InputNormalisation
+from device.quality_score import GradabilityScore
 from device.regions import CardCAMNormalisation
 
 SCHEMA_VERSION = 1
@@ -30,6 +31,9 @@ CARD_FILE = "model.json"
 SELFTEST_FILE = "selftest.npz"
 SIGNATURE_KEY = "serving_default"  # the serving signature written by trainer export
 OUTPUT_NAMES = ("probs", "cam")  # ARCHITECTURE.md "Model contract": outputs are found by these names
+# More outputs may be feature maps (1, H, W, C) of the network, named after their Keras layer
+# (trainer/export/features.py): the inputs of the bundle's gradability head.
+FEATURE_OUTPUT_PATTERN = r"[a-z][a-z0-9_]{0,63}"
 CLASS_NAMES = ("non-referable", "referable")  # index 1 is the referable class, whose probability the unit uses
 # The network downsamples by 16 (four stride-2 max-pools, DESIGN.md §2.1): CAM cell i covers model pixels
 # 16i..16i+15, so a 512 px input gives a 32x32 CAM. Input sizes are multiples of it.
@@ -95,7 +99,8 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     """One named output of the serving signature."""
 
-    name: Literal["probs", "cam"]
+    name: str = Field(pattern=rf"^({FEATURE_OUTPUT_PATTERN})$",
+                      description="'probs', 'cam', or a feature map named after its layer")
     shape: tuple[int, ...] = Field(description="Tensor shape including the batch of 1.")
     dtype: Literal["float32", "int8", "uint8"]
     quantisation: Quantisation | None = None
@@ -154,6 +159,28 @@ class SelfTest(_Strict):
                                                                    "recorded one.")
 
 
+class GradabilityHead(_Strict):
+    """The bundle's gradability head: the gate's score refitted with this network's feature maps as more inputs.
+
+    Fitted after export by ``python -m bench.calibrate_quality --bundle models/<id>`` (cross-validated by patient
+    on expert-graded photographs and three other cameras, docs/unit.md); the figures held out of the fit are in
+    ``cross_validation``.
+    """
+
+    score: GradabilityScore
+    method: str = Field(max_length=2000, description="How the head and its threshold were fitted.")
+    data: dict[str, int] = Field(description="Photographs per source it was fitted on.")
+    cross_validation: dict[str, float] = Field(default_factory=dict, description="Held-out figures, fractions.")
+    created: datetime
+
+    @field_validator("score")
+    @classmethod
+    def _has_embedding(cls, score: GradabilityScore) -> GradabilityScore:
+        if score.embedding is None:
+            raise ValueError("a bundle's gradability head must read the network's feature maps (embedding)")
+        return score
+
+
 class ModelCard(_Strict):
     """``model.json``: everything the unit needs to run, trust and explain a model."""
 
@@ -178,6 +205,9 @@ class ModelCard(_Strict):
     network: NetworkInfo | None = None
     training_data: TrainingData
     representative_data: RepresentativeData | None = None
+    gradability: GradabilityHead | None = Field(
+        None, description="A gradability score on the gate's metrics and this network's pooled features; when present "
+        "the unit uses it instead of the gate's own score (device/quality.py).")
     metrics: dict[str, float | int | str | None] = Field(description="Evaluation metrics, key -> value.")
     parity: dict[str, float | int | str | bool | None] = Field(description="Summary of parity_report.json.")
     selftest: SelfTest
@@ -193,9 +223,13 @@ class ModelCard(_Strict):
     @field_validator("outputs")
     @classmethod
     def _names(cls, outputs: tuple[OutputSpec, ...]) -> tuple[OutputSpec, ...]:
-        names = sorted(o.name for o in outputs)
-        if names != sorted(OUTPUT_NAMES):
-            raise ValueError(f"outputs must be exactly {list(OUTPUT_NAMES)}, got {names}")
+        names = [o.name for o in outputs]
+        if len(set(names)) != len(names) or not set(OUTPUT_NAMES) <= set(names):
+            raise ValueError(f"outputs must name {list(OUTPUT_NAMES)} once each, and any feature maps once, got "
+                             f"{names}")
+        for o in outputs:
+            if o.name not in OUTPUT_NAMES and (len(o.shape) != 4 or o.shape[0] != 1):
+                raise ValueError(f"feature output '{o.name}' must have shape (1, H, W, C), got {o.shape}")
         return outputs
 
     @model_validator(mode="after")
@@ -207,12 +241,22 @@ class ModelCard(_Strict):
             raise ValueError(f"output 'probs' must have shape (1, 2), got {self.output('probs').shape}")
         if self.output("cam").shape != (1, cells, cells):
             raise ValueError(f"output 'cam' must have shape (1, {cells}, {cells}), got {self.output('cam').shape}")
+        if self.gradability is not None:
+            term = self.gradability.score.embedding
+            maps = {o.name: o for o in self.outputs if o.name not in OUTPUT_NAMES}
+            missing = [n for n in term.inputs if n not in maps]
+            if missing:
+                raise ValueError(f"the gradability head reads outputs {missing}, which the model does not have")
+            values = sum(2 * maps[n].shape[3] for n in term.inputs)
+            if values != len(term.weights):
+                raise ValueError(f"the gradability head has {len(term.weights)} weights but its inputs pool to "
+                                 f"{values} values (mean and std per channel)")
         if (self.format == "int8") != (self.input.dtype != "float32"):
             raise ValueError("an int8 model must have an integer input and a float16 model a float32 input")
         return self
 
     def output(self, name: str) -> OutputSpec:
-        """The output spec called ``name`` ('probs' or 'cam')."""
+        """The output spec called ``name`` ('probs', 'cam' or a feature map)."""
         for spec in self.outputs:
             if spec.name == name:
                 return spec
@@ -222,7 +266,8 @@ class ModelCard(_Strict):
     def contract(self) -> ModelContract:
         """The facts the screening pipeline reads, as one typed value."""
         return ModelContract(self.id, self.input.size, self.input.normalisation, self.decision_threshold,
-                             self.region_threshold, self.region_normalisation)
+                             self.region_threshold, self.region_normalisation,
+                             self.gradability.score if self.gradability else None)
 
     @property
     def cam_size(self) -> int:

@@ -55,7 +55,7 @@ def test_valid_card_round_trips_and_carries_the_notice():
     (("extra_key",), 1, "Extra inputs are not permitted"),
     (("input", "size"), 60, "multiple of 16"),
     (("input", "quantisation"), None, "quantisation must be given"),
-    (("outputs",), [{"name": "probs", "shape": [1, 2], "dtype": "float32"}], "outputs must be exactly"),
+    (("outputs",), [{"name": "probs", "shape": [1, 2], "dtype": "float32"}], "outputs must name"),
     (("decision_threshold",), 1.5, "less than 1"),
     (("sha256",), "not-a-hash", "pattern"),
 ])

@@ -29,6 +29,26 @@ def test_gate_passes_real_originals_and_fails_their_degraded_copies(kaggle_sampl
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
+def test_the_default_bundles_gradability_head_keeps_real_originals_and_degraded_copies_right(kaggle_sample_root,
+                                                                                             diaretdb1_root):
+    """With the head of the default bundle in place of the gate's score (as device/pipeline.py runs it)."""
+    from device.model.bundle import default_model_dir, load_bundle
+
+    model = load_bundle(default_model_dir())
+    assert model.contract.gradability is not None  # the shipped default carries one (docs/unit.md)
+    items = photos(("kaggle", "diaretdb1", "idrid"), limit=2)
+    rows = run(items, size=model.contract.input_size, progress=False, model=model)
+    originals = [r for r in rows if r["variant"] == "original"]
+    assert all(not r["failed"] for r in originals), [(r["name"], r["failed"]) for r in originals if r["failed"]]
+    assert all("score" in r for r in originals)  # the head ran on every original the checks passed
+    for variant in VARIANTS:
+        sel = [r for r in rows if r["variant"] == variant]
+        wrong = [(r["name"], r["failed"]) for r in sel if not set(r["failed"].split("+")) & EXPECTED[variant]]
+        assert len(sel) == len(originals) and not wrong, (variant, wrong)
+
+
+@pytest.mark.real_data
 def test_real_metrics_do_not_depend_on_model_size(diaretdb1_root):
     for photo in photos(("diaretdb1", "idrid"), limit=2):
         rgb = load_image(photo.path)

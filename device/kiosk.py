@@ -1,4 +1,4 @@
-"""The screening loop: wait for the trigger, capture, gate, infer, show, record, signal — for both eyes of each
+"""The screening loop: wait for the trigger, capture, infer, gate, show, record, signal — for both eyes of each
 patient, with retakes. The only stateful part of the unit.
 
 It never shows a traceback: every problem becomes a screen with one sentence (camera unplugged, disk full, bad
